@@ -122,7 +122,9 @@ def _require(data: dict[str, Any], key: str, kind: type | tuple[type, ...], wher
         raise ModelFormatError(f"{where}: missing field '{key}'")
     value = data[key]
     if not isinstance(value, kind):
-        raise ModelFormatError(f"{where}: field '{key}' has the wrong type ({type(value).__name__})")
+        raise ModelFormatError(
+            f"{where}: field '{key}' has the wrong type ({type(value).__name__})"
+        )
     return value
 
 
@@ -144,7 +146,9 @@ def config_from_dict(data: Any, where: str = CONFIG_NAME) -> ModelConfig:
     if not isinstance(data, dict):
         raise ModelFormatError(f"{where}: expected a JSON object")
     if data.get("format") != FORMAT_NAME:
-        raise ModelFormatError(f"{where}: field 'format' must be '{FORMAT_NAME}', got {data.get('format')!r}")
+        raise ModelFormatError(
+            f"{where}: field 'format' must be '{FORMAT_NAME}', got {data.get('format')!r}"
+        )
     version = _require(data, "format_version", int, where)
     if version > FORMAT_VERSION or version < 1:
         raise UnsupportedFormatVersionError(
@@ -175,22 +179,34 @@ def config_from_dict(data: Any, where: str = CONFIG_NAME) -> ModelConfig:
     pre_raw = _require(data, "preprocessing", dict, where)
     pre = _from_known_fields(Preprocessing, pre_raw, f"{where}: preprocessing")
     size = pre.size
-    if not (isinstance(size, (list, tuple)) and len(size) == 2 and all(isinstance(v, int) and v > 0 for v in size)):
+    if not (
+        isinstance(size, (list, tuple))
+        and len(size) == 2
+        and all(isinstance(v, int) and v > 0 for v in size)
+    ):
         raise ModelFormatError(f"{where}: field 'preprocessing.size' must be [height, width]")
     for key in ("mean", "std"):
         vals = getattr(pre, key)
-        if not (isinstance(vals, (list, tuple)) and len(vals) == 3 and all(isinstance(v, (int, float)) for v in vals)):
+        if not (
+            isinstance(vals, (list, tuple))
+            and len(vals) == 3
+            and all(isinstance(v, (int, float)) for v in vals)
+        ):
             raise ModelFormatError(f"{where}: field 'preprocessing.{key}' must be 3 numbers")
     if any(v <= 0 for v in pre.std):
         raise ModelFormatError(f"{where}: field 'preprocessing.std' must be positive")
     if pre.resize not in ("squash", "shorter_center_crop"):
         raise ModelFormatError(f"{where}: field 'preprocessing.resize' unknown: {pre.resize!r}")
     if pre.interpolation not in ("bilinear", "bicubic", "nearest", "lanczos"):
-        raise ModelFormatError(f"{where}: field 'preprocessing.interpolation' unknown: {pre.interpolation!r}")
+        raise ModelFormatError(
+            f"{where}: field 'preprocessing.interpolation' unknown: {pre.interpolation!r}"
+        )
     pre.size = (int(size[0]), int(size[1]))
     pre.mean = tuple(float(v) for v in pre.mean)  # type: ignore[assignment]
     pre.std = tuple(float(v) for v in pre.std)  # type: ignore[assignment]
-    quant = _from_known_fields(Quantization, data.get("quantization") or {}, f"{where}: quantization")
+    quant = _from_known_fields(
+        Quantization, data.get("quantization") or {}, f"{where}: quantization"
+    )
     config = ModelConfig(
         architecture=architecture,
         labels=list(labels),
@@ -239,7 +255,9 @@ def write_config(repo_dir: str | Path, config: ModelConfig) -> Path:
     """Write ``config.json`` (hashes of member files are computed here)."""
     repo_dir = Path(repo_dir)
     for member in config.members:
-        member.sha256 = {name: sha256_file(repo_dir / name) for name in (member.onnx, member.weights)}
+        member.sha256 = {
+            name: sha256_file(repo_dir / name) for name in (member.onnx, member.weights)
+        }
     if config.ensemble_onnx:
         config.ensemble_sha256 = sha256_file(repo_dir / config.ensemble_onnx)
     path = repo_dir / CONFIG_NAME

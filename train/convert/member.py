@@ -1,0 +1,55 @@
+"""Convert one trained member: integer weights -> folded float graph -> int8 graph -> ONNX."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from qtdog_train.convert.fold import (
+    check_same_outputs,
+    dequantized_copy,
+    fold_batchnorm,
+    integer_state_dict,
+)
+from qtdog_train.convert.onnx_export import export_onnx, int8_conv_coverage
+from qtdog_train.convert.pt2e import convert_to_int8, count_quantized_convs
+from torch import fx, nn
+
+
+@dataclass
+class ConvertedMember:
+    """What conversion produced for one member."""
+
+    state: dict[str, torch.Tensor]
+    int8_graph: fx.GraphModule
+    onnx_path: Path
+    torch_int8_convs: tuple[int, int]
+    onnx_int8_convs: tuple[int, int]
+
+
+@torch.no_grad()
+def convert_member(
+    model: nn.Module, bits: int, calibration: list[torch.Tensor], onnx_path: Path
+) -> ConvertedMember:
+    """Full conversion of a trained (fake-quantized or float) model.
+
+    ``calibration`` holds normalized source-domain batches for the activation
+    ranges. The folded float graph is checked against the trained model
+    before anything is quantized.
+    """
+    model = model.cpu().eval()
+    plain, convs = dequantized_copy(model, bits)
+    state = integer_state_dict(plain, convs)
+    check_same_outputs(model, plain, calibration[0][:4], "taking the integer weights")
+    fold_batchnorm(plain, convs)
+    check_same_outputs(model, plain, calibration[0][:4], "BatchNorm folding")
+    graph = convert_to_int8(plain, list(convs.values()), calibration)
+    export_onnx(graph, calibration[0][:2], onnx_path)
+    return ConvertedMember(
+        state=state,
+        int8_graph=graph,
+        onnx_path=onnx_path,
+        torch_int8_convs=count_quantized_convs(graph),
+        onnx_int8_convs=int8_conv_coverage(onnx_path),
+    )

@@ -1,0 +1,190 @@
+"""Real int8 conversion with torchao pt2e, keeping the weights learned in training.
+
+A small quantizer of our own annotates the exported graph for int8 kernels
+(onnxruntime QLinearConv, x86 inductor): every conv gets uint8 per-tensor
+activations in and out (after its ReLU6 when it has one) and int8
+per-channel weights whose scales are *fixed* to the learned ones, so
+``round(w / scale)`` gives back exactly the integers of training; residual
+adds and TF-"same" pads are annotated too, so that no conv is left in
+float. Activation ranges come from calibration (HistogramObserver) on
+source-domain training images. The global pool and the classifier stay
+float, as in the paper.
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Iterable
+
+import torch
+from qtdog_train.convert.fold import QuantizedConv
+from torch import fx, nn
+from torchao.quantization.pt2e import HistogramObserver, ObserverBase
+from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+from torchao.quantization.pt2e.quantizer import (
+    QuantizationAnnotation,
+    QuantizationSpec,
+    Quantizer,
+    SharedQuantizationSpec,
+)
+
+from qtdog_sdk.errors import QTDoGError
+
+aten = torch.ops.aten
+_CONV = {aten.conv2d.default}
+_ACT = {
+    aten.hardtanh.default,
+    aten.hardtanh_.default,
+    aten.relu.default,
+    aten.relu_.default,
+    aten.clamp.default,
+}
+_ADD = {aten.add.Tensor, aten.add_.Tensor, operator.add}
+_PAD = {aten.pad.default, aten.constant_pad_nd.default}
+
+
+class FixedScaleObserver(ObserverBase):
+    """Per-channel weight 'observer' that returns scales known in advance."""
+
+    def __init__(
+        self,
+        scale: torch.Tensor,
+        dtype: torch.dtype = torch.int8,
+        qscheme: torch.qscheme = torch.per_channel_symmetric,
+        quant_min: int = -128,
+        quant_max: int = 127,
+        ch_axis: int = 0,
+        is_dynamic: bool = False,
+        **_: object,
+    ) -> None:
+        super().__init__(dtype=dtype, is_dynamic=is_dynamic)
+        self.qscheme = qscheme
+        self.quant_min, self.quant_max, self.ch_axis = quant_min, quant_max, ch_axis
+        self.register_buffer("scale", scale.detach().float().clone())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+    def calculate_qparams(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.scale, torch.zeros_like(self.scale, dtype=torch.int64)
+
+
+ACTIVATION_SPEC = QuantizationSpec(
+    dtype=torch.uint8,
+    quant_min=0,
+    quant_max=255,
+    qscheme=torch.per_tensor_affine,
+    is_dynamic=False,
+    observer_or_fake_quant_ctr=HistogramObserver.with_args(eps=2**-12),
+)
+
+
+def _weight_spec(scale: torch.Tensor) -> QuantizationSpec:
+    return QuantizationSpec(
+        dtype=torch.int8,
+        quant_min=-128,
+        quant_max=127,
+        qscheme=torch.per_channel_symmetric,
+        ch_axis=0,
+        is_dynamic=False,
+        observer_or_fake_quant_ctr=FixedScaleObserver.with_args(scale=scale),
+    )
+
+
+def _attr(module: nn.Module, target: str) -> torch.Tensor:
+    for part in target.split("."):
+        module = getattr(module, part)
+    return module  # type: ignore[return-value]
+
+
+class LearnedWeightQuantizer(Quantizer):
+    """Annotates convs (+ReLU6), adds and pads of an exported graph; see the module doc."""
+
+    def __init__(self, convs: Iterable[QuantizedConv]) -> None:
+        super().__init__()
+        self.weights = [
+            (c.folded_levels.float() * c.folded_scale.view(-1, 1, 1, 1), c.folded_scale)
+            for c in convs
+        ]
+
+    def _scale_for(self, weight: torch.Tensor) -> torch.Tensor:
+        for candidate, scale in self.weights:
+            if candidate.shape == weight.shape and torch.allclose(
+                candidate, weight, rtol=1e-5, atol=1e-7
+            ):
+                return scale
+        raise QTDoGError(
+            f"a conv weight of shape {tuple(weight.shape)} matches no learned integer weight"
+        )
+
+    def annotate(self, model: fx.GraphModule) -> fx.GraphModule:
+        for node in model.graph.nodes:
+            if node.op != "call_function":
+                continue
+            if node.target in _CONV:
+                inp, weight = node.args[0], node.args[1]
+                if weight.op != "get_attr":
+                    raise QTDoGError(f"conv {node.name}: weight is not a constant of the graph")
+                spec = _weight_spec(self._scale_for(_attr(model, weight.target)))
+                users = list(node.users)
+                fused_act = len(users) == 1 and users[0].target in _ACT
+                node.meta["quantization_annotation"] = QuantizationAnnotation(
+                    input_qspec_map={inp: ACTIVATION_SPEC, weight: spec},
+                    output_qspec=None if fused_act else ACTIVATION_SPEC,
+                    _annotated=True,
+                )
+                if fused_act:
+                    users[0].meta["quantization_annotation"] = QuantizationAnnotation(
+                        output_qspec=ACTIVATION_SPEC, _annotated=True
+                    )
+            elif node.target in _ADD and all(isinstance(a, fx.Node) for a in node.args[:2]):
+                node.meta["quantization_annotation"] = QuantizationAnnotation(
+                    input_qspec_map={a: ACTIVATION_SPEC for a in node.args[:2]},
+                    output_qspec=ACTIVATION_SPEC,
+                    _annotated=True,
+                )
+            elif node.target in _PAD:
+                inp = node.args[0]
+                node.meta["quantization_annotation"] = QuantizationAnnotation(
+                    input_qspec_map={inp: ACTIVATION_SPEC},
+                    output_qspec=SharedQuantizationSpec((inp, node)),
+                    _annotated=True,
+                )
+        return model
+
+    def validate(self, model: fx.GraphModule) -> None:
+        return None
+
+
+def export_graph(model: nn.Module, example: torch.Tensor) -> fx.GraphModule:
+    """torch.export with a dynamic batch dimension, as a GraphModule."""
+    batch = torch.export.Dim("batch", min=1, max=4096)
+    return torch.export.export(model.eval(), (example,), dynamic_shapes=({0: batch},)).module()
+
+
+@torch.no_grad()
+def convert_to_int8(
+    deploy: nn.Module, convs: list[QuantizedConv], calibration: Iterable[torch.Tensor]
+) -> fx.GraphModule:
+    """Calibrate activations on ``calibration`` batches and return the int8 (Q/DQ) graph."""
+    batches = list(calibration)
+    if not batches:
+        raise QTDoGError("activation calibration needs at least one batch of source-domain images")
+    graph = export_graph(deploy, batches[0][:2])
+    prepared = prepare_pt2e(graph, LearnedWeightQuantizer(convs))
+    for batch in batches:
+        prepared(batch)
+    converted = convert_pt2e(prepared)
+    return converted
+
+
+def count_quantized_convs(graph: fx.GraphModule) -> tuple[int, int]:
+    """(convs whose weight is dequantized from int8, all convs) in a converted graph."""
+    total = quantized = 0
+    for node in graph.graph.nodes:
+        if node.op == "call_function" and node.target in _CONV:
+            total += 1
+            weight = node.args[1]
+            if isinstance(weight, fx.Node) and "dequantize" in str(weight.target):
+                quantized += 1
+    return quantized, total

@@ -1,0 +1,342 @@
+"""One command's work: data -> members (train, convert) -> ensemble -> model repository.
+
+Layout of ``--out``::
+
+    run.json                 the TrainConfig
+    member-<i>/log.jsonl     evaluations and the quantizer switch, as JSON lines
+    member-<i>/checkpoint.pt resumable state (never part of the model repository)
+    member-<i>/report.json   selection and conversion numbers of the member
+    summary.json             everything measured, one file
+    model/                   the model repository the SDK loads
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from qtdog_train.config import TrainConfig
+from qtdog_train.convert.member import convert_member
+from qtdog_train.convert.onnx_export import merge_members
+from qtdog_train.data.datasets import load_dataset
+from qtdog_train.data.loader import RunData, build_run_data
+from qtdog_train.evaluation import evaluate_run, predictions
+from qtdog_train.models.backbones import normalization_for
+from qtdog_train.repository import member_file_names, save_member_weights, write_repository
+from qtdog_train.trainer import MemberResult, resolve_device, train_member
+
+from qtdog_sdk._version import __version__
+from qtdog_sdk.errors import QTDoGError
+from qtdog_sdk.format import ONNX_INPUT_NAME, Member, Preprocessing, Quantization
+
+REPO_DIR = "model"
+Reporter = Callable[[str, dict[str, Any]], None]
+
+
+def _onnx_predictor(path: Path, threads: int = 0) -> Callable[[torch.Tensor], torch.Tensor]:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.log_severity_level = 3
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+    def predict(x: torch.Tensor) -> torch.Tensor:
+        out = session.run(None, {ONNX_INPUT_NAME: x.detach().cpu().float().numpy()})[0]
+        out = torch.from_numpy(out)
+        return out.mean(dim=1) if out.dim() == 3 else out
+
+    return predict
+
+
+def calibration_batches(
+    data: RunData, count: int, batch: int = 64, seed: int = 0
+) -> list[torch.Tensor]:
+    """``count`` source-domain training images (balanced over domains, no augmentation), on the CPU."""
+    generator = torch.Generator().manual_seed(seed)
+    per_domain = max(1, count // len(data.source_domains))
+    chosen = []
+    for domain in data.source_domains:
+        part = data.train[domain]
+        index = torch.randperm(len(part), generator=generator)[:per_domain]
+        chosen.append(part.pixels[index.to(part.pixels.device)].cpu())
+    pixels = torch.cat(chosen)
+    mean, std = data.mean.cpu(), data.std.cpu()
+    return [
+        ((pixels[i : i + batch].float() / 255.0) - mean) / std for i in range(0, len(pixels), batch)
+    ]
+
+
+def _agreement(a: Callable, b: Callable, data: RunData) -> float:
+    same = total = 0
+    for domain in data.test_domains:
+        pa = predictions(a, data, data.test[domain])
+        pb = predictions(b, data, data.test[domain])
+        same += int((pa == pb).sum())
+        total += len(pa)
+    return same / max(total, 1)
+
+
+def _cpu_data(data: RunData) -> RunData:
+    if data.mean.device.type == "cpu":
+        return data
+    from dataclasses import replace
+
+    from qtdog_train.data.loader import DomainTensors
+
+    def move(parts: dict[str, DomainTensors]) -> dict[str, DomainTensors]:
+        return {k: DomainTensors(v.pixels.cpu(), v.labels.cpu()) for k, v in parts.items()}
+
+    return replace(
+        data,
+        train=move(data.train),
+        holdout=move(data.holdout),
+        test=move(data.test),
+        mean=data.mean.cpu(),
+        std=data.std.cpu(),
+    )
+
+
+def convert_and_report(
+    cfg: TrainConfig, result: MemberResult, data: RunData, repo_dir: Path
+) -> tuple[Member, dict[str, Any]]:
+    """Convert one member, write its files, and measure fake-quant vs torch int8 vs ONNX."""
+    onnx_name, weights_name = member_file_names(result.index)
+    cpu = _cpu_data(data)
+    calibration = calibration_batches(cpu, cfg.calibration_images, seed=cfg.seed + result.index)
+    converted = convert_member(result.model, cfg.bits, calibration, repo_dir / onnx_name)
+    save_member_weights(
+        converted.state,
+        repo_dir / weights_name,
+        {
+            "architecture": cfg.backbone,
+            "bits": str(cfg.bits),
+            "seed": str(result.seed),
+            "format": "qtdog-member-v1",
+        },
+    )
+    fake_quant = result.model.eval()
+    onnx_predict = _onnx_predictor(converted.onnx_path)
+
+    def torch_int8(x: torch.Tensor) -> torch.Tensor:
+        return converted.int8_graph(x)
+
+    report = {
+        "member": result.index,
+        "seed": result.seed,
+        "best_step": result.best_step,
+        "selected": result.best,
+        "switch": result.switch,
+        "train_seconds": result.seconds,
+        "fake_quant": evaluate_run(fake_quant, cpu),
+        "torch_int8": evaluate_run(torch_int8, cpu),
+        "onnx_int8": evaluate_run(onnx_predict, cpu),
+        "agreement_torch_int8_vs_onnx": _agreement(torch_int8, onnx_predict, cpu),
+        "agreement_fake_quant_vs_onnx": _agreement(fake_quant, onnx_predict, cpu),
+        "torch_int8_convs": list(converted.torch_int8_convs),
+        "onnx_int8_convs": list(converted.onnx_int8_convs),
+    }
+    member = Member(
+        name=f"member-{result.index}",
+        onnx=onnx_name,
+        weights=weights_name,
+        seed=result.seed,
+        val_acc=float(result.best["val_acc"]),
+    )
+    return member, report
+
+
+def _domain_metrics(evaluation: dict[str, Any], data: RunData) -> dict[str, dict[str, Any]]:
+    domains: dict[str, dict[str, Any]] = {}
+    for domain, acc in evaluation["val"].items():
+        domains[domain] = {
+            "accuracy": acc,
+            "split": f"holdout ({len(data.holdout[domain])} images)",
+            "held_out": False,
+        }
+    for domain, acc in evaluation["test"].items():
+        domains[domain] = {
+            "accuracy": acc,
+            "split": f"all ({len(data.test[domain])} images)",
+            "held_out": True,
+        }
+    return domains
+
+
+def run(cfg: TrainConfig, resume: bool = False, report: Reporter | None = None) -> dict[str, Any]:
+    """Train ``cfg.members`` members, convert them, and write the model repository.
+
+    ``report(event, payload)`` receives progress: ``"data"``, ``"member_start"``,
+    ``"step"``, ``"member_done"``, ``"done"``.
+    """
+    cfg.validate()
+    out = Path(cfg.out)
+    run_file = out / "run.json"
+    if run_file.exists() and not resume:
+        raise QTDoGError(
+            f"{out}: a run already exists here; pass --resume to continue it or choose another --out"
+        )
+    out.mkdir(parents=True, exist_ok=True)
+    cfg.save(run_file)
+    emit = report or (lambda event, payload: None)
+    device = resolve_device(cfg.device)
+    dataset = load_dataset(cfg.data, cfg.dataset)
+    norm = normalization_for(cfg.backbone)
+    emit("data", {"total": len(dataset), "domains": dataset.domains})
+    data = build_run_data(
+        dataset,
+        cfg.test_domains,
+        cfg.image_size,
+        norm.mean,
+        norm.std,
+        cfg.holdout_fraction,
+        cfg.trial_seed,
+        device,
+        strict=cfg.strict,
+        on_progress=lambda n: emit("decoded", {"n": n}),
+    )
+    for error in data.errors:
+        emit("warning", {"message": f"skipped: {error}"})
+    repo_dir = out / REPO_DIR
+    repo_dir.mkdir(parents=True, exist_ok=True)
+    members: list[Member] = []
+    member_reports: list[dict[str, Any]] = []
+    started = time.perf_counter()
+    for index in range(cfg.members):
+        emit("member_start", {"member": index, "members": cfg.members, "steps": cfg.steps})
+        result = train_member(
+            cfg,
+            data,
+            index,
+            out / f"member-{index}",
+            device,
+            on_step=lambda s, m: emit("step", {"step": s, **m}),
+        )
+        if not cfg.export:
+            member_reports.append(
+                {
+                    "member": index,
+                    "seed": result.seed,
+                    "best_step": result.best_step,
+                    "selected": result.best,
+                    "switch": result.switch,
+                }
+            )
+            (out / f"member-{index}" / "report.json").write_text(
+                json.dumps(member_reports[-1], indent=2)
+            )
+            emit("member_done", member_reports[-1])
+            continue
+        member, member_report = convert_and_report(cfg, result, data, repo_dir)
+        (out / f"member-{index}" / "report.json").write_text(json.dumps(member_report, indent=2))
+        members.append(member)
+        member_reports.append(member_report)
+        emit("member_done", member_report)
+
+    summary: dict[str, Any] = {
+        "config": cfg.to_dict(),
+        "members": member_reports,
+        "version": __version__,
+    }
+    if cfg.export:
+        ensemble_name = None
+        onnx_paths = [repo_dir / m.onnx for m in members]
+        if cfg.merge_members and len(members) > 1:
+            ensemble_name = "ensemble.onnx"
+            merge_members(onnx_paths, repo_dir / ensemble_name)
+            ensemble_eval = evaluate_run(_onnx_predictor(repo_dir / ensemble_name), _cpu_data(data))
+        else:
+            ensemble_eval = _mean_logits_eval(onnx_paths, data)
+        summary["ensemble"] = ensemble_eval
+        command = (
+            "qtdog train " + " ".join(shlex.quote(a) for a in sys.argv[2:])
+            if "train" in sys.argv[1:2]
+            else None
+        )
+        training = {
+            "dataset": dataset.name,
+            "source_domains": data.source_domains,
+            "test_domains": data.test_domains,
+            "algorithm": cfg.algorithm + (" (official-compat)" if cfg.official_compat else ""),
+            "steps": cfg.steps,
+            "q_start": cfg.q_start if cfg.algorithm == "qtdog" else None,
+            "bits": cfg.bits,
+            "image_size": cfg.image_size,
+            "batch_size_per_domain": cfg.batch_size,
+            "lr": cfg.lr,
+            "trial_seed": cfg.trial_seed,
+            "selection": "training-domain validation (best mean source-holdout accuracy)",
+            "qtdog_version": __version__,
+            "command": command,
+            "config": cfg.to_dict(),
+        }
+        metrics = {
+            "domains": _domain_metrics(ensemble_eval, data),
+            "val_acc": ensemble_eval["val_acc"],
+            "test_acc": ensemble_eval["test_acc"],
+            "members": [
+                {
+                    k: r[k]
+                    for k in (
+                        "member",
+                        "seed",
+                        "best_step",
+                        "agreement_torch_int8_vs_onnx",
+                        "onnx_int8_convs",
+                    )
+                }
+                | {
+                    "fake_quant_test_acc": r["fake_quant"]["test_acc"],
+                    "torch_int8_test_acc": r["torch_int8"]["test_acc"],
+                    "onnx_test_acc": r["onnx_int8"]["test_acc"],
+                }
+                for r in member_reports
+            ],
+        }
+        quantization = Quantization(
+            weight_bits=cfg.bits,
+            weight_scheme="lsq-per-channel-symmetric"
+            if cfg.algorithm == "qtdog"
+            else "ptq-maxabs-per-channel-symmetric",
+        )
+        preprocessing = Preprocessing(
+            size=(cfg.image_size, cfg.image_size),
+            resize="squash",
+            interpolation="bilinear",
+            mean=norm.mean,
+            std=norm.std,
+        )
+        write_repository(
+            repo_dir,
+            cfg.backbone,
+            data.classes,
+            members,
+            preprocessing,
+            quantization,
+            training,
+            metrics,
+            ensemble_name,
+        )
+        summary["repository"] = str(repo_dir)
+    summary["seconds"] = time.perf_counter() - started
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    emit("done", summary)
+    return summary
+
+
+def _mean_logits_eval(paths: list[Path], data: RunData) -> dict[str, Any]:
+    predictors = [_onnx_predictor(p) for p in paths]
+
+    def ensemble(x: torch.Tensor) -> torch.Tensor:
+        return torch.stack([p(x) for p in predictors]).mean(dim=0)
+
+    return evaluate_run(ensemble, _cpu_data(data))
+
+
+__all__ = ["REPO_DIR", "calibration_batches", "run"]
