@@ -349,8 +349,10 @@ class QTDoGEnsemble:
     ) -> Prediction | list[Prediction]:
         """Predict one image (returns a :class:`Prediction`) or many (returns a list).
 
-        For a single input a load failure raises :class:`ImageLoadError`; for
-        a list, failed inputs come back as predictions with ``error`` set.
+        A single input is a path, a PIL image or a 2-D/3-D array (one image,
+        HxW or HxWxC); a list, any iterable or a 4-D array is many. For a
+        single input a load failure raises :class:`ImageLoadError`; for many,
+        failed inputs come back as predictions with ``error`` set.
 
         Example::
 

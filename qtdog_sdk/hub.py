@@ -133,10 +133,7 @@ def download_snapshot(
         from huggingface_hub import snapshot_download
     except ImportError:  # pragma: no cover - core dependency
         raise ModelNotFoundError(f"{repo_id}: loading from the Hub needs huggingface_hub") from None
-    from huggingface_hub.utils import disable_progress_bars
-
     offline = local_files_only or hub_offline()
-    disable_progress_bars()
     try:
         folder = snapshot_download(
             repo_id,

@@ -1,0 +1,120 @@
+"""Prediction throughput and CLI cold start of a qtdog model.
+
+Measures images/s at batch 1 and batch 32 for each backend (onnx, torch)
+on preprocessed random inputs (model time only), plus the wall time of a
+cold ``qtdog predict`` subprocess on one image (imports + load + predict).
+Prints a markdown table and, last, one JSON line.
+
+    python bench/predict_speed.py                     # the packaged model
+    python bench/predict_speed.py runs/pacs/model --repeats 7
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def throughput(model, batch: int, repeats: int, min_seconds: float = 0.5) -> float:
+    """Median images/s over ``repeats`` timed runs (after a warm-up)."""
+    h, w = model.config.preprocessing.size
+    x = np.random.default_rng(0).standard_normal((batch, 3, h, w)).astype(np.float32)
+    model.backend.run(x)  # warm-up
+    rates = []
+    for _ in range(repeats):
+        n, start = 0, time.perf_counter()
+        while True:
+            model.backend.run(x)
+            n += batch
+            elapsed = time.perf_counter() - start
+            if elapsed >= min_seconds / repeats:
+                break
+        rates.append(n / elapsed)
+    return statistics.median(rates)
+
+
+def cold_start(model_arg: str | None, repeats: int) -> float | None:
+    exe = shutil.which("qtdog")
+    if exe is None:
+        return None
+    from PIL import Image
+
+    with tempfile.TemporaryDirectory() as tmp:
+        img = Path(tmp) / "x.png"
+        Image.new("RGB", (64, 64), (120, 30, 200)).save(img)
+        cmd = [exe, "predict", str(img), "--format", "json", "--quiet"]
+        if model_arg:
+            cmd += ["--model", model_arg]
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            result = subprocess.run(cmd, capture_output=True, text=True)
+            times.append(time.perf_counter() - start)
+            if result.returncode != 0:
+                print(f"cold start failed: {result.stderr.strip()}", file=sys.stderr)
+                return None
+    return statistics.median(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "model", nargs="?", default=None, help="model dir or Hub id (default: packaged model)"
+    )
+    parser.add_argument("--backends", default="onnx,torch")
+    parser.add_argument("--batches", default="1,32")
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args()
+
+    from qtdog_sdk import QTDoGEnsemble, QTDoGError
+
+    batches = [int(b) for b in args.batches.split(",")]
+    results: dict[str, dict[str, float | None]] = {}
+    info: dict[str, object] = {}
+    for backend in args.backends.split(","):
+        try:
+            start = time.perf_counter()
+            model = QTDoGEnsemble.from_pretrained(args.model, backend=backend, device="cpu")
+            load_s = time.perf_counter() - start
+        except QTDoGError as exc:
+            print(f"{backend}: skipped ({exc})", file=sys.stderr)
+            continue
+        info = {
+            "architecture": model.config.architecture,
+            "members": model.num_members,
+            "input": list(model.config.preprocessing.size),
+        }
+        row: dict[str, float | None] = {"load_s": load_s}
+        for batch in batches:
+            row[f"b{batch}_img_s"] = throughput(model, batch, args.repeats)
+        results[backend] = row
+    cold = cold_start(args.model, max(1, args.repeats // 2))
+
+    print(
+        f"model: {args.model or 'packaged default'}  {info}  ({platform.processor() or platform.machine()})"
+    )
+    print()
+    print("| backend | load (s) | " + " | ".join(f"batch {b} (img/s)" for b in batches) + " |")
+    print("|---|---|" + "---|" * len(batches))
+    for backend, row in results.items():
+        cells = " | ".join(f"{row[f'b{b}_img_s']:.1f}" for b in batches)
+        print(f"| {backend} | {row['load_s']:.2f} | {cells} |")
+    print()
+    print(f"cold start of `qtdog predict` (1 image): {cold:.2f} s" if cold else "cold start: n/a")
+    print(json.dumps({"model": args.model, **info, "backends": results, "cold_start_s": cold}))
+
+
+if __name__ == "__main__":
+    main()
