@@ -215,7 +215,8 @@ def load_image(src: ImageInput) -> Image.Image:
     try:
         if getattr(img, "n_frames", 1) > 1:
             img.seek(0)
-        img = ImageOps.exif_transpose(img) or img
+        if img.getexif().get(0x0112, 1) != 1:  # EXIF orientation tag says "rotate/flip me"
+            img = ImageOps.exif_transpose(img) or img
         return to_rgb(img)
     except ImageLoadError:
         raise
