@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
+
 from qtdog_train.data.loader import DomainTensors, RunData
 
 Predictor = Callable[[torch.Tensor], torch.Tensor]

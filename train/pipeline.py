@@ -21,6 +21,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
+from qtdog_sdk._version import __version__
+from qtdog_sdk.errors import QTDoGError
+from qtdog_sdk.format import ONNX_INPUT_NAME, Member, Preprocessing, Quantization
 from qtdog_train.config import TrainConfig
 from qtdog_train.convert.member import convert_member
 from qtdog_train.convert.onnx_export import merge_members
@@ -30,10 +34,6 @@ from qtdog_train.evaluation import evaluate_run, predictions
 from qtdog_train.models.backbones import normalization_for
 from qtdog_train.repository import member_file_names, save_member_weights, write_repository
 from qtdog_train.trainer import MemberResult, resolve_device, train_member
-
-from qtdog_sdk._version import __version__
-from qtdog_sdk.errors import QTDoGError
-from qtdog_sdk.format import ONNX_INPUT_NAME, Member, Preprocessing, Quantization
 
 REPO_DIR = "model"
 Reporter = Callable[[str, dict[str, Any]], None]
@@ -217,6 +217,7 @@ def run(cfg: TrainConfig, resume: bool = False, report: Reporter | None = None) 
             out / f"member-{index}",
             device,
             on_step=lambda s, m: emit("step", {"step": s, **m}),
+            on_event=emit,
         )
         if not cfg.export:
             member_reports.append(

@@ -46,6 +46,13 @@ class RichReporter:
             )
         elif event == "decoded" and self.decode_task is not None:
             self.progress.advance(self.decode_task, payload["n"])
+        elif event == "switch":
+            self.console.print(
+                f"LSQ on at step {payload['step']}: source val {_pct(payload['before']['val_acc'])} -> "
+                f"{_pct(payload['after']['val_acc'])}, test {_pct(payload['before']['test_acc'])} -> "
+                f"{_pct(payload['after']['test_acc'])}",
+                highlight=False,
+            )
         elif event == "warning":
             self.console.print(f"[yellow]warning:[/] {payload['message']}")
         elif event == "member_start":
@@ -61,6 +68,8 @@ class RichReporter:
                     f" | val {_pct(payload['val_acc'])} | test {_pct(payload.get('test_acc'))}"
                 )
             self.progress.update(self.member_task, completed=payload["step"], status=status)
+            if "val_acc" in payload and not self.console.is_terminal:
+                self.console.print(f"step {payload['step']}: {status}", highlight=False)
         elif event == "member_done" and self.member_task is not None:
             self.progress.update(
                 self.member_task, status=f"best step {payload['best_step']}, converting done"

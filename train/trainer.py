@@ -20,6 +20,8 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from torch import nn
+
 from qtdog_train.config import TrainConfig
 from qtdog_train.data.loader import RunData
 from qtdog_train.evaluation import evaluate_run
@@ -30,7 +32,6 @@ from qtdog_train.quant.lsq import (
     quantized_conv_weights,
     step_size_parameters,
 )
-from torch import nn
 
 CHECKPOINT_NAME = "checkpoint.pt"
 LOG_NAME = "log.jsonl"
@@ -76,7 +77,9 @@ def build_optimizer(cfg: TrainConfig, model: nn.Module) -> torch.optim.Optimizer
     """Adam over what trains now. After the switch: weights + step sizes (paper), or,
     with ``official_compat``, only BatchNorm affine and the classifier (the released code)."""
     if not is_quantized(model):
-        return torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        return torch.optim.Adam(
+            model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True
+        )
     steps = step_size_parameters(model)
     if cfg.official_compat:
         frozen = {id(p) for p in quantized_conv_weights(model)} | {id(p) for p in steps}
@@ -84,14 +87,15 @@ def build_optimizer(cfg: TrainConfig, model: nn.Module) -> torch.optim.Optimizer
             if id(p) in frozen:
                 p.requires_grad_(False)
         trainable = [p for p in model.parameters() if p.requires_grad]
-        return torch.optim.Adam(trainable, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        return torch.optim.Adam(trainable, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True)
     step_ids = {id(p) for p in steps}
     weights = [p for p in model.parameters() if id(p) not in step_ids]
     return torch.optim.Adam(
         [
             {"params": weights, "lr": cfg.lr, "weight_decay": cfg.weight_decay},
             {"params": steps, "lr": cfg.step_size_lr, "weight_decay": 0.0},
-        ]
+        ],
+        fused=True,
     )
 
 
@@ -125,6 +129,7 @@ def train_member(
     out_dir: Path,
     device: torch.device,
     on_step: StepCallback | None = None,
+    on_event: Callable[[str, dict[str, Any]], None] | None = None,
 ) -> MemberResult:
     """Train member ``index`` (seed ``cfg.seed + index``) and return its selected model."""
     seed = cfg.seed + index
@@ -177,6 +182,8 @@ def train_member(
             after = evaluate_run(predict, data)
             switch = {"event": "switch", "step": step, "before": before, "after": after}
             log(switch)
+            if on_event:
+                on_event("switch", switch)
         set_train_mode(model)
         x, y = data.sample_batch(cfg.batch_size, generator)
         loss = F.cross_entropy(model(x), y)

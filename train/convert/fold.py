@@ -15,11 +15,11 @@ import copy
 from dataclasses import dataclass
 
 import torch
-from qtdog_train.quant.lsq import conv_modules, weight_integers_and_scales
 from torch import nn
 from torch.nn.utils import parametrize
 
 from qtdog_sdk.errors import QTDoGError
+from qtdog_train.quant.lsq import conv_modules, weight_integers_and_scales
 
 
 @dataclass

@@ -6,6 +6,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from torch import fx, nn
+
 from qtdog_train.convert.fold import (
     check_same_outputs,
     dequantized_copy,
@@ -14,7 +16,6 @@ from qtdog_train.convert.fold import (
 )
 from qtdog_train.convert.onnx_export import export_onnx, int8_conv_coverage
 from qtdog_train.convert.pt2e import convert_to_int8, count_quantized_convs
-from torch import fx, nn
 
 
 @dataclass

@@ -17,7 +17,6 @@ import operator
 from collections.abc import Iterable
 
 import torch
-from qtdog_train.convert.fold import QuantizedConv
 from torch import fx, nn
 from torchao.quantization.pt2e import HistogramObserver, ObserverBase
 from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
@@ -29,6 +28,7 @@ from torchao.quantization.pt2e.quantizer import (
 )
 
 from qtdog_sdk.errors import QTDoGError
+from qtdog_train.convert.fold import QuantizedConv
 
 aten = torch.ops.aten
 _CONV = {aten.conv2d.default}

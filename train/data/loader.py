@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+
 from qtdog_train.data.augment import domainbed_augment
 from qtdog_train.data.cache import decode_images
 from qtdog_train.data.datasets import MultiDomainDataset, resolve_domains

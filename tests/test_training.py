@@ -1,0 +1,219 @@
+"""The training backend end to end on a generated dataset: data, algorithms, resume, conversion, CLI."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from conftest import tiny_config  # noqa: E402
+
+from qtdog_sdk.errors import DatasetError, QTDoGError  # noqa: E402
+from qtdog_train.data.datasets import load_dataset, resolve_domains  # noqa: E402
+
+
+def test_dataset_layout_and_splits(shapes_root: Path) -> None:
+    dataset = load_dataset(shapes_root)
+    assert dataset.domains == ["cartoon", "photo", "sketch"]
+    assert dataset.classes == ["circle", "square", "triangle"]
+    assert len(dataset) == 3 * 3 * 12
+    a = dataset.split("photo", 0.2, trial_seed=0)
+    b = dataset.split("photo", 0.2, trial_seed=0)
+    c = dataset.split("photo", 0.2, trial_seed=1)
+    assert np.array_equal(a.holdout, b.holdout) and not np.array_equal(a.holdout, c.holdout)
+    assert len(a.holdout) == round(36 * 0.2) and not set(a.train) & set(a.holdout)
+    assert resolve_domains(dataset, ["sketch"]) == (["cartoon", "photo"], ["sketch"])
+    with pytest.raises(DatasetError, match="unknown domain"):
+        resolve_domains(dataset, ["paintings"])
+
+
+def test_domain_missing_a_class_is_named(shapes_root: Path, tmp_path: Path) -> None:
+    root = tmp_path / "broken"
+    shutil.copytree(shapes_root, root)
+    shutil.rmtree(root / "cartoon" / "square")
+    with pytest.raises(DatasetError, match=r"cartoon: missing class\(es\) square"):
+        load_dataset(root)
+    with pytest.raises(DatasetError, match="domain folder"):
+        load_dataset(root, "PACS")
+
+
+def test_corrupt_image_is_reported_and_skipped_or_fails_strict(
+    shapes_root: Path, tmp_path: Path
+) -> None:
+    from qtdog_train.data.loader import build_run_data
+
+    root = tmp_path / "corrupt"
+    shutil.copytree(shapes_root, root)
+    bad = root / "photo" / "circle" / "999.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n not really a png")
+    dataset = load_dataset(root)
+    args = dict(
+        test_domains=["sketch"],
+        image_size=32,
+        mean=(0.5,) * 3,
+        std=(0.5,) * 3,
+        holdout_fraction=0.2,
+        trial_seed=0,
+        device=torch.device("cpu"),
+    )
+    data = build_run_data(dataset, **args)
+    assert len(data.errors) == 1 and "999.png" in data.errors[0]
+    kept = len(data.train["photo"]) + len(data.holdout["photo"])
+    assert kept == 3 * 12  # the 37th file was skipped
+    with pytest.raises(DatasetError, match=r"999\.png"):
+        build_run_data(dataset, **args, strict=True)
+
+
+def test_augmentation_is_batched_and_in_range() -> None:
+    from qtdog_train.data.augment import domainbed_augment
+
+    generator = torch.Generator().manual_seed(0)
+    x = torch.rand(16, 3, 32, 32)
+    y = domainbed_augment(x, generator)
+    assert y.shape == x.shape and float(y.min()) >= 0 and float(y.max()) <= 1
+    assert not torch.allclose(x, y)
+    y2 = domainbed_augment(x, torch.Generator().manual_seed(0))
+    assert torch.equal(y, y2)
+
+
+def test_tiny_qtdog_run_converts_every_conv_to_int8(tiny_run: dict) -> None:
+    assert len(tiny_run["members"]) == 2
+    for report in tiny_run["members"]:
+        assert report["switch"]["step"] == 6
+        assert report["best_step"] > 6  # QT-DoG selects only among quantized checkpoints
+        int8, total = report["onnx_int8_convs"]
+        assert int8 == total == 49
+        assert report["torch_int8_convs"] == [49, 49]
+        for key in ("fake_quant", "torch_int8", "onnx_int8"):
+            assert set(report[key]["test"]) == {"sketch"}
+        assert 0.0 <= report["agreement_torch_int8_vs_onnx"] <= 1.0
+    repo = Path(tiny_run["repository"])
+    config = json.loads((repo / "config.json").read_text())
+    assert config["labels"] == ["circle", "square", "triangle"]
+    assert config["training"]["source_domains"] == ["cartoon", "photo"]
+    assert config["metrics"]["domains"]["sketch"]["held_out"] is True
+    assert (repo / "ensemble.onnx").is_file() and (repo / "README.md").is_file()
+
+
+def test_onnx_keeps_exactly_the_learned_integers(tiny_repo: Path) -> None:
+    """The int8 weights in the ONNX graph are the integers learned in training
+    (BatchNorm folding may only flip a channel's sign)."""
+    import onnx
+    from onnx import numpy_helper
+    from safetensors.numpy import load_file
+
+    learned = {
+        k: v
+        for k, v in load_file(str(tiny_repo / "member-0.safetensors")).items()
+        if k.endswith("weight_int8")
+    }
+    assert len(learned) == 49
+    graph = onnx.load(str(tiny_repo / "member-0.onnx")).graph
+    onnx_ints = [
+        numpy_helper.to_array(t) for t in graph.initializer if t.data_type == onnx.TensorProto.INT8
+    ]
+    onnx_by_shape: dict[tuple, list[np.ndarray]] = {}
+    for array in onnx_ints:
+        onnx_by_shape.setdefault(array.shape, []).append(np.abs(array.astype(np.int16)))
+    for name, levels in learned.items():
+        candidates = onnx_by_shape.get(levels.shape, [])
+        assert any(np.array_equal(np.abs(levels.astype(np.int16)), c) for c in candidates), name
+    assert max(int(np.abs(a).max()) for a in onnx_ints) <= 64  # 7-bit levels inside int8
+
+
+def test_resume_after_interruption_matches_uninterrupted_run(
+    shapes_root: Path, tmp_path: Path
+) -> None:
+    from qtdog_train.pipeline import run
+
+    def interrupt_at_8(event: str, payload: dict) -> None:
+        if event == "step" and payload["step"] == 8:
+            raise KeyboardInterrupt
+
+    cfg = tiny_config(shapes_root, tmp_path / "interrupted", members=1, export=False)
+    with pytest.raises(KeyboardInterrupt):
+        run(cfg, report=interrupt_at_8)
+    with pytest.raises(QTDoGError, match="--resume"):
+        run(cfg)
+    resumed = run(cfg, resume=True)
+    straight = run(tiny_config(shapes_root, tmp_path / "straight", members=1, export=False))
+    log = [
+        json.loads(x)
+        for x in (tmp_path / "interrupted" / "member-0" / "log.jsonl").read_text().splitlines()
+    ]
+    assert [r.get("step") for r in log if "val_acc" in r] == [6, 12]
+    assert resumed["members"][0]["selected"] == straight["members"][0]["selected"]
+    a = torch.load(tmp_path / "interrupted" / "member-0" / "checkpoint.pt", weights_only=True)[
+        "model"
+    ]
+    b = torch.load(tmp_path / "straight" / "member-0" / "checkpoint.pt", weights_only=True)["model"]
+    assert all(torch.equal(a[k], b[k]) for k in b)
+
+
+def test_erm_run_and_config_errors(shapes_root: Path, tmp_path: Path) -> None:
+    from qtdog_train.pipeline import run
+
+    summary = run(
+        tiny_config(shapes_root, tmp_path / "erm", algorithm="erm", members=1, export=False)
+    )
+    assert summary["members"][0]["switch"] is None
+    with pytest.raises(QTDoGError, match="--q-start"):
+        run(tiny_config(shapes_root, tmp_path / "bad", q_start=50))
+    with pytest.raises(QTDoGError, match="--algorithm"):
+        run(tiny_config(shapes_root, tmp_path / "bad2", algorithm="sgd"))
+
+
+def test_qtdog_train_cli_end_to_end(shapes_root: Path, tmp_path: Path) -> None:
+    """`qtdog train` as a user runs it; the repository it writes loads in the SDK and predicts."""
+    qtdog = shutil.which("qtdog")
+    assert qtdog, "the qtdog console script must be installed"
+    out = tmp_path / "cli-run"
+    cmd = [
+        qtdog,
+        "train",
+        "--data",
+        str(shapes_root),
+        "--test-domain",
+        "sketch",
+        "--algorithm",
+        "qtdog",
+        "--steps",
+        "4",
+        "--q-start",
+        "2",
+        "--eval-every",
+        "2",
+        "--batch-size",
+        "4",
+        "--image-size",
+        "32",
+        "--members",
+        "1",
+        "--pretrained",
+        "none",
+        "--calibration-images",
+        "8",
+        "--out",
+        str(out),
+    ]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "ensemble" in done.stdout + done.stderr or "member 0" in done.stdout + done.stderr
+    from qtdog_sdk import QTDoGEnsemble
+
+    model = QTDoGEnsemble.from_pretrained(out / "model")
+    result = model.predict(sorted(shapes_root.glob("sketch/circle/*.png"))[:3])
+    assert len(result) == 3 and all(r.label in model.labels for r in result)
+    bad = subprocess.run(
+        [qtdog, "train", "--data", str(tmp_path / "nowhere"), "--out", str(tmp_path / "x")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr and "nowhere" in bad.stderr
