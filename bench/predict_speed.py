@@ -29,7 +29,8 @@ def throughput(model, batch: int, repeats: int, min_seconds: float = 0.5) -> flo
     """Median images/s over ``repeats`` timed runs (after a warm-up)."""
     h, w = model.config.preprocessing.size
     x = np.random.default_rng(0).standard_normal((batch, 3, h, w)).astype(np.float32)
-    model.backend.run(x)  # warm-up
+    for _ in range(3):  # warm-up (oneDNN builds kernels per shape on first calls)
+        model.backend.run(x)
     rates = []
     for _ in range(repeats):
         n, start = 0, time.perf_counter()

@@ -429,7 +429,7 @@ def info(
     out.print(f"[bold]labels[/]        ({cfg.num_classes}) {escape(', '.join(cfg.labels))}")
     out.print(
         f"[bold]input[/]         {pre.size[0]}x{pre.size[1]} RGB, {pre.resize}, {pre.interpolation}, "
-        f"mean {list(pre.mean)}, std {list(pre.std)}"
+        f"mean {[round(v, 4) for v in pre.mean]}, std {[round(v, 4) for v in pre.std]}"
     )
     out.print(
         f"[bold]quantization[/]  weights {q.weight_bits}-bit {q.weight_scheme} (stored {q.weight_storage}); "
