@@ -154,14 +154,13 @@ def build_app(
     unseen = unseen_domains(model)
     groups = example_groups(find_examples_dir(examples_dir), unseen)
     sources = (model.config.training or {}).get("source_domains") or []
+    intro = "Upload, paste or photograph an image, or click an example."
     if sources and unseen:
         intro = (
-            f"An int8 ensemble trained with QT-DoG on **{', '.join(sources)}** images "
-            f"recognizes **{', '.join(unseen)}** images it never saw. "
-            "Upload, paste or photograph an image, or click an example."
+            f"An int8 ensemble of {model.num_members} members, trained on "
+            f"**{', '.join(sources)}** images, classifies **{', '.join(unseen)}** images, "
+            f"a domain it never saw. {intro}"
         )
-    else:
-        intro = "Upload, paste or photograph an image, or click an example."
 
     with gr.Blocks(title="QT-DoG demo", analytics_enabled=False) as demo:
         gr.Markdown(f"# QT-DoG: quantized ensembles for unseen domains\n\n{intro}")

@@ -8,6 +8,7 @@ Everything here works on the SDK's public objects (``QTDoGEnsemble``,
 from __future__ import annotations
 
 import json
+import math
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,28 +18,18 @@ from typing import Any
 # warns that the image may lie outside what the model knows.
 DEFAULT_AGREEMENT_THRESHOLD = 0.6
 
-# Tensors in a member's safetensors file that hold quantization parameters,
-# not weights of the network; they are left out of the float32 comparison.
-_QUANT_PARAM_SUFFIXES = ("scale", "scales", "zero_point", "zero_points", "step_size")
+# Tensors of a member's safetensors file (docs/model-format.md) that a float
+# checkpoint would not hold: per-channel step sizes of the int8 weights, and
+# BatchNorm's step counters.
+_NOT_WEIGHTS = ("weight_scale", "num_batches_tracked")
 
-# Bytes per element of the safetensors dtypes a member file can hold.
-_DTYPE_BYTES = {
-    "BOOL": 1,
-    "U8": 1,
-    "I8": 1,
-    "F8_E4M3": 1,
-    "F8_E5M2": 1,
-    "I16": 2,
-    "U16": 2,
-    "F16": 2,
-    "BF16": 2,
-    "I32": 4,
-    "U32": 4,
-    "F32": 4,
-    "I64": 8,
-    "U64": 8,
-    "F64": 8,
-}
+# Bytes per element of the safetensors dtypes.
+_DTYPE_BYTES = {"BOOL": 1, "U8": 1, "I8": 1, "F8_E4M3": 1, "F8_E5M2": 1}
+_DTYPE_BYTES.update(dict.fromkeys(("I16", "U16", "F16", "BF16"), 2))
+_DTYPE_BYTES.update(dict.fromkeys(("I32", "U32", "F32"), 4))
+_DTYPE_BYTES.update(dict.fromkeys(("I64", "U64", "F64"), 8))
+
+_ALGORITHMS = {"qtdog": "QT-DoG", "erm": "ERM"}
 
 
 def _mb(num_bytes: float) -> str:
@@ -60,17 +51,9 @@ def _as_list(value: Any) -> list[str]:
     return [str(v) for v in value]
 
 
-def model_dir(model: Any) -> Path | None:
-    """The local directory the model was loaded from, if the SDK tells."""
-    for attr in ("path", "repo_dir", "local_dir", "root"):
-        value = getattr(model, attr, None)
-        if value is not None and Path(value).is_dir():
-            return Path(value)
-    return None
-
-
+# ------------------------------------------------------------------ weights
 def safetensors_header(path: str | Path) -> dict[str, Any]:
-    """The JSON header of a safetensors file (tensor names, dtypes, shapes); no data is read."""
+    """Tensor name -> {"dtype", "shape", ...} from a safetensors file; no tensor data is read."""
     with open(path, "rb") as handle:
         (length,) = struct.unpack("<Q", handle.read(8))
         if length > 100_000_000:
@@ -80,124 +63,160 @@ def safetensors_header(path: str | Path) -> dict[str, Any]:
     return header
 
 
+def _hub_safetensors_header(repo_id: str, filename: str, revision: str | None) -> dict[str, Any]:
+    """The same header for a file on the Hub, read with HTTP range requests."""
+    from huggingface_hub import HfApi
+
+    meta = HfApi().parse_safetensors_file_metadata(repo_id, filename, revision=revision)
+    return {name: {"dtype": t.dtype, "shape": list(t.shape)} for name, t in meta.tensors.items()}
+
+
 @dataclass
 class WeightStats:
-    """Weights of one ensemble member, counted from its safetensors file."""
+    """The weights of one ensemble member, counted from its safetensors header."""
 
-    num_weights: int  # elements of every tensor except quantization parameters
-    num_int8: int  # of which stored as 8-bit integers
-    stored_bytes: int  # file size
+    num_weights: int  # elements a float checkpoint would hold (step sizes excluded)
+    stored_bytes: int  # bytes of tensor data as stored (int8 convs, float rest)
 
     @property
     def float32_bytes(self) -> int:
         return self.num_weights * 4
 
 
-def member_weight_stats(path: str | Path) -> WeightStats:
-    """Count the weights in a member's safetensors file from its header."""
-    total = int8 = 0
-    for name, meta in safetensors_header(path).items():
-        if name.lower().endswith(_QUANT_PARAM_SUFFIXES):
-            continue
-        count = 1
-        for dim in meta.get("shape", []):
-            count *= int(dim)
-        total += count
-        if meta.get("dtype") in ("I8", "U8"):
-            int8 += count
-    return WeightStats(num_weights=total, num_int8=int8, stored_bytes=Path(path).stat().st_size)
+def weight_stats(header: dict[str, Any]) -> WeightStats:
+    """Count a member's weights and their stored bytes from its safetensors header."""
+    weights = stored = 0
+    for name, meta in header.items():
+        count = math.prod(int(d) for d in meta.get("shape", []))
+        stored += count * _DTYPE_BYTES.get(str(meta.get("dtype")), 4)
+        if not name.endswith(_NOT_WEIGHTS):
+            weights += count
+    return WeightStats(num_weights=weights, stored_bytes=stored)
 
 
 def ensemble_weight_stats(model: Any) -> list[WeightStats] | None:
-    """Per-member weight counts, or None when the member files are not reachable."""
-    root = model_dir(model)
-    if root is None:
-        return None
+    """Per-member weight counts, from local files or (Hub models) the Hub; None if unreachable.
+
+    A Hub model loaded for onnxruntime has only its ONNX graphs locally; the
+    safetensors headers are then read from the Hub (a few kB each).
+    """
+    root = Path(getattr(model, "repo_dir", "") or ".")
+    stats = []
     try:
-        return [member_weight_stats(root / m.weights) for m in model.config.members]
-    except (OSError, ValueError, KeyError, struct.error):
+        for member in model.config.members:
+            local = root / member.weights
+            if local.is_file():
+                header = safetensors_header(local)
+            elif getattr(model, "hub_repo_id", None):
+                header = _hub_safetensors_header(
+                    model.hub_repo_id, member.weights, getattr(model, "hub_revision", None)
+                )
+            else:
+                return None
+            stats.append(weight_stats(header))
+    except Exception:  # a size panel is not worth failing the demo over (I/O, network, format)
         return None
+    return stats
 
 
-def held_out_accuracies(config: Any) -> dict[str, Any]:
-    """Domain -> accuracy for the domains the model never trained on."""
-    domains = (config.metrics or {}).get("domains") or {}
-    test_domains = set(_as_list((config.training or {}).get("test_domains")))
-    return {
-        name: entry.get("accuracy")
-        for name, entry in domains.items()
-        if isinstance(entry, dict) and (entry.get("held_out") or name in test_domains)
-    }
-
-
-def describe_model(model: Any) -> str:
-    """Markdown for the "About this model" panel."""
-    config = model.config
-    training = config.training or {}
-    quant = config.quantization
-    sources = _as_list(training.get("source_domains"))
-    targets = _as_list(training.get("test_domains"))
-    dataset = training.get("dataset")
-    lines: list[str] = []
-
-    trained = f"**Trained on:** {', '.join(sources) if sources else 'n/a'}"
-    if dataset:
-        trained += f" ({dataset})"
-    lines.append(trained)
-    if targets:
-        lines.append(f"**Never saw during training:** {', '.join(targets)}")
-    held_out = held_out_accuracies(config)
-    if held_out:
-        accs = ", ".join(f"{name} {_pct(acc)}" for name, acc in held_out.items())
-        lines.append(f"**Accuracy on the unseen domain:** {accs}")
-    domains = (config.metrics or {}).get("domains") or {}
-    seen = {
-        n: e.get("accuracy")
-        for n, e in domains.items()
-        if isinstance(e, dict) and n not in held_out
-    }
-    if seen:
-        lines.append(
-            "**Accuracy on the training domains (held-out images):** "
-            + ", ".join(f"{n} {_pct(a)}" for n, a in seen.items())
-        )
-    recipe = [str(training[k]) for k in ("algorithm",) if training.get(k)]
-    if training.get("steps"):
-        recipe.append(f"{training['steps']} steps")
-    lines.append(
-        f"**Architecture:** {config.architecture}" + (f" ({', '.join(recipe)})" if recipe else "")
-    )
-    lines.append(f"**Classes ({len(model.labels)}):** {', '.join(model.labels)}")
-    lines.append(
-        f"**Quantization:** {quant.weight_bits}-bit weights ({quant.weight_scheme}, stored as "
-        f"{quant.weight_storage}), activations {quant.activations}"
-    )
-    lines.append(f"**Ensemble members:** {model.num_members}")
-
-    size = getattr(model, "size_bytes", None)
-    stats = ensemble_weight_stats(model)
-    if stats:
-        n_weights = sum(s.num_weights for s in stats)
-        stored = sum(s.stored_bytes for s in stats)
-        as_float = sum(s.float32_bytes for s in stats)
-        lines.append(
-            f"**Size:** {_mb(stored)} of member weights on disk versus {_mb(as_float)} "
-            f"as float32 ({as_float / max(stored, 1):.1f}x smaller)"
-            + (f"; the whole repository, ONNX graphs included, is {_mb(size)}" if size else "")
-        )
-        lines.append(
-            f"<sub>Float32 size = the {n_weights:,} weights counted in the members' safetensors "
-            f"files ({n_weights // len(stats):,} per member, quantization scales excluded) × 4 bytes.</sub>"
-        )
-    elif size:
-        lines.append(f"**Size on disk:** {_mb(size)}")
-    return "\n\n".join(lines)
-
-
+# -------------------------------------------------------------- model panel
 def unseen_domains(model: Any) -> list[str]:
     return _as_list((model.config.training or {}).get("test_domains"))
 
 
+def _accuracies(config: Any, held_out: bool) -> str:
+    domains = (config.metrics or {}).get("domains") or {}
+    test_domains = set(_as_list((config.training or {}).get("test_domains")))
+    parts = []
+    for name, entry in domains.items():
+        if not isinstance(entry, dict):
+            continue
+        if bool(entry.get("held_out", name in test_domains)) != held_out:
+            continue
+        text = f"{name} **{_pct(entry.get('accuracy'))}**"
+        if entry.get("split"):
+            text += f" · {entry['split']}"
+        elif not held_out:
+            text += " · images held out of training"
+        parts.append(text)
+    return ", ".join(parts)
+
+
+def model_facts(model: Any, stats: list[WeightStats] | None = None) -> list[tuple[str, str]]:
+    """(what, value) rows describing the model; ``stats`` from :func:`ensemble_weight_stats`."""
+    config = model.config
+    training = config.training or {}
+    quant = config.quantization
+    rows: list[tuple[str, str]] = []
+
+    sources = ", ".join(_as_list(training.get("source_domains"))) or "n/a"
+    if training.get("dataset"):
+        sources += f" ({training['dataset']})"
+    rows.append(("Trained on", sources))
+    if unseen_domains(model):
+        rows.append(("Never saw in training", ", ".join(unseen_domains(model))))
+    if unseen := _accuracies(config, held_out=True):
+        rows.append(("Accuracy on the unseen domain", unseen))
+    if seen := _accuracies(config, held_out=False):
+        rows.append(("Accuracy on the training domains", seen))
+
+    recipe = []
+    if training.get("algorithm"):
+        recipe.append(
+            _ALGORITHMS.get(str(training["algorithm"]).lower(), str(training["algorithm"]))
+        )
+    if training.get("steps"):
+        recipe.append(f"{training['steps']} steps")
+    if training.get("q_start") is not None and str(training.get("algorithm")).lower() == "qtdog":
+        recipe.append(f"quantization from step {training['q_start']}")
+    if recipe:
+        rows.append(("Training", ", ".join(recipe)))
+    height, width = config.preprocessing.size
+    rows.append(("Architecture", f"{config.architecture}, {height}x{width} input"))
+    rows.append((f"Classes ({len(model.labels)})", ", ".join(model.labels)))
+    rows.append(
+        (
+            "Quantization",
+            f"{quant.weight_bits}-bit weights ({quant.weight_scheme}, stored as "
+            f"{quant.weight_storage}); activations {quant.activations}",
+        )
+    )
+    rows.append(("Ensemble members", str(model.num_members)))
+    if stats:
+        stored = sum(s.stored_bytes for s in stats)
+        as_float = sum(s.float32_bytes for s in stats)
+        rows.append(
+            (
+                "Weights",
+                f"**{_mb(stored)}** for the {len(stats)} members, versus {_mb(as_float)} as "
+                f"float32 (**{as_float / max(stored, 1):.1f}x smaller**)",
+            )
+        )
+    size = getattr(model, "size_bytes", None)
+    if size:
+        rows.append(
+            ("Repository files on disk", _mb(size) + " (ONNX graphs and safetensors weights)")
+        )
+    return rows
+
+
+def describe_model(model: Any) -> str:
+    """Markdown for the "About this model" panel."""
+    stats = ensemble_weight_stats(model)
+    rows = model_facts(model, stats)
+    table = "| Property | Value |\n|---|---|\n" + "\n".join(f"| {k} | {v} |" for k, v in rows)
+    if not stats:
+        return table
+    per_member = stats[0].num_weights
+    note = (
+        f"Float32 size = weights × 4 bytes: {per_member:,} weights per member, counted in the "
+        "members' safetensors files (int8 conv weights and the float tensors beside them; "
+        "per-channel step sizes left out). The int8 size is the bytes those files store."
+    )
+    return f"{table}\n\n<sub>{note}</sub>"
+
+
+# -------------------------------------------------------------- predictions
 @dataclass
 class Rendered:
     """What the demo shows for one image."""
@@ -222,29 +241,28 @@ def render_prediction(
 ) -> Rendered:
     """Turn one successful SDK ``Prediction`` into the demo's outputs."""
     votes = list(pred.member_labels or [])
-    names = (
-        member_names
-        if len(member_names) == len(votes)
-        else [f"member {i}" for i in range(len(votes))]
-    )
+    if len(member_names) != len(votes):
+        member_names = [f"member {i}" for i in range(len(votes))]
     agreeing = sum(v == pred.label for v in votes)
     uncertain = len(votes) > 1 and pred.agreement < threshold
-    parts = []
     if len(votes) > 1:
-        parts.append(
+        parts = [
             f"**Ensemble vote: {pred.label}**, {agreeing} of {len(votes)} members agree "
             f"(agreement {pred.agreement:.0%})."
-        )
+        ]
     else:
-        parts.append(f"**Prediction: {pred.label}** (a single model: no ensemble vote).")
+        parts = [f"**Prediction: {pred.label}** (a single model: no ensemble vote)."]
     if uncertain:
         parts.append(
             f"⚠️ **The members disagree** (agreement {pred.agreement:.0%}, below {threshold:.0%}): "
             "this image may be outside what the model knows. Treat the prediction with caution."
         )
     if votes:
-        rows = "\n".join(f"| {name} | {vote} |" for name, vote in zip(names, votes, strict=True))
-        parts.append("| member | vote |\n|---|---|\n" + rows)
+        parts.append(
+            "| " + " | ".join(member_names) + " |\n"
+            "|" + "---|" * len(votes) + "\n"
+            "| " + " | ".join(votes) + " |"
+        )
     return Rendered(
         label={item.label: float(item.score) for item in pred.top_k},
         details="\n\n".join(parts),
@@ -253,7 +271,7 @@ def render_prediction(
             "score": float(pred.score),
             "agreement": float(pred.agreement),
             "uncertain": bool(uncertain),
-            "member_votes": dict(zip(names, votes, strict=True)),
+            "member_votes": dict(zip(member_names, votes, strict=True)),
             "top_k": [{"label": i.label, "score": float(i.score)} for i in pred.top_k],
             "error": None,
         },

@@ -7,8 +7,12 @@ committed example images.
 
 from __future__ import annotations
 
+import os
 import socket
+import subprocess
+import sys
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -19,8 +23,15 @@ pytest.importorskip("gradio_client")
 
 from gradio_client import Client, handle_file
 
-from qtdog_sdk import QTDoGEnsemble
-from qtdog_serve.app import MAX_BATCH_SIZE, build_app
+from qtdog_sdk import LabelScore, Prediction, QTDoGEnsemble
+from qtdog_serve import modelinfo
+from qtdog_serve.app import MAX_BATCH_SIZE, MAX_FILE_SIZE, build_app
+
+pytestmark = [
+    # gradio's queue uses pandas options that pandas 3 deprecates; not ours to fix.
+    pytest.mark.filterwarnings("ignore:.*no_silent_downcasting:Warning"),
+    pytest.mark.filterwarnings("ignore:The copy keyword is deprecated:Warning"),
+]
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 IMAGES = sorted(p for p in EXAMPLES.iterdir() if p.suffix in (".png", ".jpg"))
@@ -62,7 +73,7 @@ def client(model: BatchSpy):
         server_port=free_port(),
         prevent_thread_lock=True,
         quiet=True,
-        max_file_size="10mb",
+        max_file_size=MAX_FILE_SIZE,
     )
     try:
         yield Client(url, verbose=False)
@@ -153,3 +164,105 @@ def test_bad_upload_in_a_batch_does_not_fail_the_others(
             assert answer[2]["error"]
         else:
             check_answer(answer, model)
+
+
+# ------------------------------------------------------------ model panel, votes
+def test_model_panel_says_what_the_model_is(model: BatchSpy):
+    text = modelinfo.describe_model(model)
+    training = model.config.training
+    for domain in training["source_domains"] + training["test_domains"]:
+        assert domain in text
+    assert "Accuracy on the unseen domain" in text
+    assert f"{model.config.quantization.weight_bits}-bit" in text
+    assert f"| Ensemble members | {model.num_members} |" in text
+    stats = modelinfo.ensemble_weight_stats(model)
+    assert stats and len(stats) == model.num_members
+    # int8 conv weights: well under the float32 size, but not below a quarter of it
+    ratio = stats[0].float32_bytes / stats[0].stored_bytes
+    assert 2.0 < ratio <= 4.0, ratio
+    assert f"{ratio:.1f}x smaller" in text
+
+
+def test_weights_are_counted_from_the_hub_when_not_downloaded(
+    model: BatchSpy, tmp_path, monkeypatch
+):
+    headers = {}
+
+    def fake_hub_header(repo_id, filename, revision):
+        headers[filename] = (repo_id, revision)
+        return modelinfo.safetensors_header(Path(model.repo_dir) / filename)
+
+    class HubModel:  # what from_pretrained gives for a Hub id with the onnx backend
+        config = model.config
+        repo_dir = tmp_path  # no safetensors here
+        hub_repo_id, hub_revision = "owner/name", "abc123"
+
+    monkeypatch.setattr(modelinfo, "_hub_safetensors_header", fake_hub_header)
+    hub_stats = modelinfo.ensemble_weight_stats(HubModel())
+    assert hub_stats == modelinfo.ensemble_weight_stats(model)
+    assert set(headers) == {m.weights for m in model.config.members}
+    HubModel.hub_repo_id = None
+    assert modelinfo.ensemble_weight_stats(HubModel()) is None
+
+
+def test_disagreeing_members_trigger_the_outside_warning():
+    def pred(votes):
+        return Prediction(
+            path="x.png",
+            label="a",
+            score=0.5,
+            top_k=[LabelScore("a", 0.5), LabelScore("b", 0.3)],
+            member_labels=votes,
+            agreement=votes.count("a") / len(votes),
+        )
+
+    names = ["m0", "m1", "m2", "m3", "m4"]
+    split = modelinfo.render_prediction(pred(["a", "a", "b", "c", "d"]), names)
+    assert split.result["uncertain"] and "outside what the model knows" in split.details
+    assert split.result["member_votes"] == dict(zip(names, ["a", "a", "b", "c", "d"], strict=True))
+    agreed = modelinfo.render_prediction(pred(["a", "a", "a", "b", "a"]), names)
+    assert not agreed.result["uncertain"] and "outside" not in agreed.details
+    assert "4 of 5 members agree" in agreed.details
+
+
+# -------------------------------------------------------------------- the CLI
+def test_python_m_qtdog_serve_serves_the_demo(tiny_repo: Path):
+    port = free_port()
+    env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "qtdog_serve", "--model", str(tiny_repo), "--port", str(port)],
+        cwd=EXAMPLES.parent,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        url = f"http://127.0.0.1:{port}/"
+        deadline = time.monotonic() + 90
+        while True:
+            assert proc.poll() is None, proc.stdout.read()
+            try:
+                client = Client(url, verbose=False)
+                break
+            except Exception:
+                assert time.monotonic() < deadline, "the demo did not come up in 90 s"
+                time.sleep(0.5)
+        label, _, _ = client.predict(handle_file(str(IMAGES[0])), api_name="/predict")
+        assert label["label"]
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def test_demo_command_reports_a_missing_model_in_one_line(tmp_path: Path):
+    missing = tmp_path / "no-such-model"
+    result = subprocess.run(
+        [sys.executable, "-m", "qtdog_serve", "--model", str(missing)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().startswith("error:") and str(missing) in result.stderr
+    assert "Traceback" not in result.stderr
