@@ -51,22 +51,29 @@ def find_examples_dir(explicit: str | Path | None = None) -> Path | None:
     return None
 
 
-def example_groups(examples_dir: Path | None, unseen: list[str]) -> list[tuple[str, list[str]]]:
-    """Example images grouped for the gallery: the unseen domain(s) first.
+def example_groups(
+    examples_dir: Path | None, unseen: list[str], seen: list[str]
+) -> list[tuple[str, list[str]]]:
+    """Example images grouped for the gallery: unseen domain(s), training domains, the rest.
 
     Files are named ``<domain>_<class>.<ext>`` (e.g. ``sketch_dog.png``).
     """
     if examples_dir is None:
         return []
     files = sorted(p for p in examples_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-    new = [str(p) for p in files if any(p.stem.startswith(f"{d}_") for d in unseen)]
-    seen = [str(p) for p in files if str(p) not in new]
-    groups = []
-    if new:
-        groups.append((f"Domain the model never saw ({', '.join(unseen)})", new))
-    if seen:
-        groups.append(("Domains seen in training" if new else "Examples", seen))
-    return groups
+
+    def domain_of(path: Path) -> str | None:
+        return next((d for d in (*unseen, *seen) if path.stem.startswith(f"{d}_")), None)
+
+    new = [str(p) for p in files if domain_of(p) in unseen]
+    old = [str(p) for p in files if domain_of(p) in seen]
+    rest = [str(p) for p in files if domain_of(p) is None]
+    groups = [
+        (f"Never seen in training: {', '.join(unseen)}", new),
+        (f"Seen in training: {', '.join(seen)}", old),
+        ("Other examples" if new or old else "Examples", rest),
+    ]
+    return [(title, paths) for title, paths in groups if paths]
 
 
 class _Unreadable(Exception):
@@ -152,8 +159,8 @@ def build_app(
     """Build the demo (queue configured) for a loaded ``QTDoGEnsemble``."""
     predict = make_predict_fn(model, agreement_threshold, top_k)
     unseen = unseen_domains(model)
-    groups = example_groups(find_examples_dir(examples_dir), unseen)
-    sources = (model.config.training or {}).get("source_domains") or []
+    sources = [str(d) for d in (model.config.training or {}).get("source_domains") or []]
+    groups = example_groups(find_examples_dir(examples_dir), unseen, sources)
     intro = "Upload, paste or photograph an image, or click an example."
     if sources and unseen:
         intro = (

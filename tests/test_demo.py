@@ -8,6 +8,7 @@ committed example images.
 from __future__ import annotations
 
 import os
+import runpy
 import socket
 import subprocess
 import sys
@@ -25,7 +26,7 @@ from gradio_client import Client, handle_file
 
 from qtdog_sdk import LabelScore, Prediction, QTDoGEnsemble
 from qtdog_serve import modelinfo
-from qtdog_serve.app import MAX_BATCH_SIZE, MAX_FILE_SIZE, build_app
+from qtdog_serve.app import MAX_BATCH_SIZE, MAX_FILE_SIZE, build_app, example_groups
 
 pytestmark = [
     # gradio's queue uses pandas options that pandas 3 deprecates; not ours to fix.
@@ -266,3 +267,44 @@ def test_demo_command_reports_a_missing_model_in_one_line(tmp_path: Path):
     assert result.returncode == 2
     assert result.stderr.strip().startswith("error:") and str(missing) in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_space_app_builds_the_same_demo(tiny_repo: Path, monkeypatch):
+    import gradio as gr
+
+    monkeypatch.setenv("QTDOG_MODEL", str(tiny_repo))
+    space = runpy.run_path(str(EXAMPLES.parent / "serve" / "space" / "app.py"))  # not __main__
+    demo = space["demo"]
+    assert isinstance(demo, gr.Blocks)
+    assert "predict" in {fn.api_name for fn in demo.fns.values()}
+    requirements = (EXAMPLES.parent / "serve" / "space" / "requirements.txt").read_text()
+    assert [line for line in requirements.splitlines() if line and not line.startswith("#")] == [
+        "qtdog[demo]"
+    ]
+
+
+# ----------------------------------------------------------------- examples/
+PACS_DOMAINS = ("art_painting", "cartoon", "photo", "sketch")
+PACS_CLASSES = ("dog", "elephant", "giraffe", "guitar", "horse", "house", "person")
+
+
+def test_examples_are_small_credited_pacs_images():
+    assert 8 <= len(IMAGES) <= 12
+    for path in IMAGES:
+        domain, _, cls = path.stem.rpartition("_")
+        assert domain in PACS_DOMAINS and cls in PACS_CLASSES, path.name
+        assert path.stat().st_size < 40_000, path.name
+    assert (EXAMPLES / "sketch_dog.png").is_file()  # the README's first command
+    assert len({p.stem.split("_")[-1] for p in IMAGES if p.stem.startswith("sketch_")}) >= 4
+    credit = (EXAMPLES / "README.md").read_text()
+    assert "Deeper, Broader and Artier Domain Generalization" in credit and "ICCV 2017" in credit
+
+
+def test_gallery_puts_the_unseen_domain_first():
+    groups = example_groups(EXAMPLES, ["sketch"], ["photo", "art_painting", "cartoon"])
+    assert [title for title, _ in groups] == [
+        "Never seen in training: sketch",
+        "Seen in training: photo, art_painting, cartoon",
+    ]
+    assert all(Path(p).name.startswith("sketch_") for p in groups[0][1])
+    assert sum(len(paths) for _, paths in groups) == len(IMAGES)
