@@ -87,10 +87,8 @@ def _image_source(payload: Any) -> tuple[Any, str]:
     preprocessing raises on an undecodable upload, and in a batched event that
     fails every request of the batch, other users' included. The SDK loads the
     file instead (EXIF, transparency, corrupt files) and reports a bad one for
-    that image alone.
+    that image alone. Gradio has already checked that ``path`` is an upload.
     """
-    if isinstance(payload, (str, Path)):
-        return str(payload), Path(payload).name
     path = payload.get("path")
     name = payload.get("orig_name") or (Path(path).name if path else "upload")
     if path:
