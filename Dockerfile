@@ -2,7 +2,8 @@
 #   docker build -t qtdog .
 #   docker run --rm -p 7860:7860 qtdog                         # demo at http://localhost:7860
 #   docker run --rm -v "$PWD:/data" qtdog predict /data/img.png # any other qtdog command
-# CPU only: torch comes from the PyTorch CPU index, so no CUDA wheels land in the image.
+# Serving needs no torch: the demo and `qtdog predict` run the int8 ONNX graphs with
+# onnxruntime, so the image holds the core SDK and gradio only (`qtdog[demo]`).
 
 FROM python:3.11-slim AS build
 
@@ -15,19 +16,14 @@ ENV PATH=/opt/venv/bin:$PATH
 
 WORKDIR /src
 COPY constraints.txt ./
-# torch from the CPU index first, at the tested versions; the install below
-# then finds it satisfied (2.14.1+cpu satisfies torch==2.14.1).
-# hadolint ignore=DL3013
-RUN pip install --index-url https://download.pytorch.org/whl/cpu -c constraints.txt torch torchvision
-
 COPY pyproject.toml README.md ./
 COPY qtdog_sdk/ qtdog_sdk/
 COPY train/ train/
 COPY serve/ serve/
-# The same install as the README's (tests/test_dockerfile.py checks it): every
-# extra, at the versions CI tests (constraints.txt).
+# The same install as the README's first command (tests/test_dockerfile.py checks it),
+# at the versions CI tests (constraints.txt).
 # hadolint ignore=DL3013
-RUN pip install ".[all]" -c constraints.txt
+RUN pip install ".[demo]" -c constraints.txt
 
 
 FROM python:3.11-slim

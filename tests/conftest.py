@@ -13,6 +13,9 @@ from pathlib import Path
 
 import pytest
 
+# Before torch is imported anywhere in the test session (see train/__init__.py for why).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PACS_ROOT = REPO_ROOT.parent / "shared" / "data" / "PACS"
 

@@ -83,26 +83,19 @@ def load_dataset(root: str | Path, name: str | None = None) -> MultiDomainDatase
             raise DatasetError(
                 f"{root}: expected at least two domain folders, found {len(domains)}"
             )
-    reference: list[str] | None = None
+    per_domain = {domain: _list_dirs(root / domain) for domain in domains}
+    reference = sorted(set().union(*per_domain.values()))
+    if not reference:
+        raise DatasetError(f"{root}: no class folders in any domain")
     files: dict[str, list[Path]] = {}
     labels: dict[str, np.ndarray] = {}
     for domain in domains:
-        classes = _list_dirs(root / domain)
-        if reference is None:
-            reference = classes
-            if not classes:
-                raise DatasetError(f"{root / domain}: no class folders")
-        elif classes != reference:
-            missing = sorted(set(reference) - set(classes))
-            extra = sorted(set(classes) - set(reference))
-            detail = []
-            if missing:
-                detail.append(f"missing class(es) {', '.join(missing)}")
-            if extra:
-                detail.append(f"extra class(es) {', '.join(extra)}")
+        missing = [c for c in reference if c not in per_domain[domain]]
+        if missing:
             raise DatasetError(
-                f"{root / domain}: {'; '.join(detail)} (classes must agree across domains)"
+                f"{root / domain}: missing class(es) {', '.join(missing)} (classes must agree across domains)"
             )
+        classes = reference
         domain_files: list[Path] = []
         domain_labels: list[int] = []
         for label, cls in enumerate(classes):
@@ -117,7 +110,6 @@ def load_dataset(root: str | Path, name: str | None = None) -> MultiDomainDatase
             domain_labels.extend([label] * len(images))
         files[domain] = domain_files
         labels[domain] = np.asarray(domain_labels, dtype=np.int64)
-    assert reference is not None
     return MultiDomainDataset(
         name=name or root.name,
         root=root,
