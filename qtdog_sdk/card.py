@@ -164,6 +164,21 @@ def render_model_card(config: ModelConfig, repo_id: str | None = None) -> str:
         if selection:
             lines += ["", f"Model selection: {selection}."]
         lines.append("")
+    measured = config.metrics.get("qtdog_eval")
+    if measured:
+        lines += [
+            "Measured on this repository with the SDK:",
+            "",
+            "```bash",
+            str(measured["command"]),
+            "```",
+            "",
+        ]
+        for domain, result in measured.get("results", {}).items():
+            lines.append(
+                f"- {domain}: {_fmt_acc(result.get('accuracy'))} ({result.get('n', '-')} images)"
+            )
+        lines.append("")
     lines += ["## Members", "", "| member | seed | source-val accuracy |", "|---|---|---|"]
     for m in config.members:
         lines.append(f"| {m.name} | {m.seed} | {_fmt_acc(m.val_acc)} |")
@@ -176,7 +191,7 @@ def render_model_card(config: ModelConfig, repo_id: str | None = None) -> str:
         f"- Input: RGB, {pre.resize} to {pre.size[0]}x{pre.size[1]} ({pre.interpolation}), "
         f"scaled to [0, 1], mean {list(pre.mean)}, std {list(pre.std)}",
         f"- Files: `config.json` (format {config.format} v{config.format_version}), "
-        + ", ".join(f"`{m.onnx}`" for m in config.members)
+        + ", ".join(f"`{m.onnx}`" for m in config.members if m.onnx)
         + (f", `{config.ensemble_onnx}`" if config.ensemble_onnx else "")
         + ", "
         + ", ".join(f"`{m.weights}`" for m in config.members),

@@ -441,7 +441,11 @@ def info(
             escape(m.name),
             str(m.seed),
             "-" if m.val_acc is None else f"{100 * m.val_acc:.1f}%",
-            _fmt_bytes(sizes[m.onnx]) if m.onnx in sizes else "not downloaded",
+            "-"
+            if m.onnx is None
+            else _fmt_bytes(sizes[m.onnx])
+            if m.onnx in sizes
+            else "not downloaded",
             _fmt_bytes(sizes[m.weights]) if m.weights in sizes else "not downloaded",
         )
     out.print(members)

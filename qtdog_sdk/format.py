@@ -4,7 +4,8 @@ A model repository is a directory, identical on disk and on the Hugging Face
 Hub, holding:
 
 - ``config.json``: the :class:`ModelConfig` below, the single source of truth.
-- per ensemble member, an int8 QDQ ONNX graph (``member-<i>.onnx``) and a
+- per ensemble member, an int8 QDQ ONNX graph (``member-<i>.onnx``; may be
+  omitted, ``"onnx": null``, when ``ensemble.onnx`` holds every member) and a
   safetensors file (``member-<i>.safetensors``) with the learned integer
   weights (int8) and per-output-channel scales of every quantized conv plus
   the float tensors of everything else, for the torch backend.
@@ -66,7 +67,7 @@ class Member:
     """One ensemble member and the files that hold it."""
 
     name: str
-    onnx: str
+    onnx: str | None
     weights: str
     seed: int = 0
     val_acc: float | None = None
@@ -169,10 +170,19 @@ def config_from_dict(data: Any, where: str = CONFIG_NAME) -> ModelConfig:
         mwhere = f"{where}: members[{i}]"
         if not isinstance(raw, dict):
             raise ModelFormatError(f"{mwhere}: expected an object")
-        for key in ("name", "onnx", "weights"):
+        for key in ("name", "weights"):
             _require(raw, key, str, mwhere)
+        if raw.get("onnx") is None:
+            if not data.get("ensemble_onnx"):
+                raise ModelFormatError(
+                    f"{mwhere}: field 'onnx' is required when there is no 'ensemble_onnx'"
+                )
+        else:
+            _require(raw, "onnx", str, mwhere)
         sha = _require(raw, "sha256", dict, mwhere)
-        for fname in (raw["onnx"], raw["weights"]):
+        for fname in (raw.get("onnx"), raw["weights"]):
+            if fname is None:
+                continue
             if not isinstance(sha.get(fname), str):
                 raise ModelFormatError(f"{mwhere}: field 'sha256' has no hash for '{fname}'")
         members.append(_from_known_fields(Member, raw, mwhere))
@@ -256,7 +266,7 @@ def write_config(repo_dir: str | Path, config: ModelConfig) -> Path:
     repo_dir = Path(repo_dir)
     for member in config.members:
         member.sha256 = {
-            name: sha256_file(repo_dir / name) for name in (member.onnx, member.weights)
+            name: sha256_file(repo_dir / name) for name in (member.onnx, member.weights) if name
         }
     if config.ensemble_onnx:
         config.ensemble_sha256 = sha256_file(repo_dir / config.ensemble_onnx)

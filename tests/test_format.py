@@ -352,3 +352,26 @@ def test_card_of_the_tiny_repo_parses(tiny_repo: Path) -> None:
     for entry in meta.get("model-index", []):
         for result in entry["results"]:
             assert isinstance(result["metrics"][0]["value"], float)
+
+
+def test_member_onnx_may_be_omitted_only_with_a_merged_graph(tiny_repo, tmp_path):
+    """A compact repository (no per-member ONNX, ensemble.onnx holds them) loads and predicts;
+    a member without ONNX and without a merged graph is refused with a line naming the field."""
+    from qtdog_train.package import compact_repository
+
+    compact = tmp_path / "compact"
+    config = compact_repository(tiny_repo, compact)
+    assert all(m.onnx is None for m in config.members)
+    assert not list(compact.glob("member-*.onnx")) and (compact / "ensemble.onnx").is_file()
+    full = QTDoGEnsemble.from_pretrained(tiny_repo)
+    small = QTDoGEnsemble.from_pretrained(compact)
+    import numpy as np
+
+    images = [np.full((40, 40, 3), v, dtype=np.uint8) for v in (30, 128, 220)]
+    assert np.allclose(full.predict_proba(images), small.predict_proba(images), atol=1e-6)
+    data = json.loads((compact / "config.json").read_text())
+    data.pop("ensemble_onnx")
+    data.pop("ensemble_sha256")
+    (compact / "config.json").write_text(json.dumps(data))
+    with pytest.raises(ModelFormatError, match=r"members\[0\]: field 'onnx' is required"):
+        read_config(compact)

@@ -204,7 +204,7 @@ def test_qtdog_train_cli_end_to_end(shapes_root: Path, tmp_path: Path) -> None:
     ]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
-    assert "ensemble" in done.stdout + done.stderr or "member 0" in done.stdout + done.stderr
+    assert "LSQ on at step 2" in done.stderr and "model repository:" in done.stderr
     from qtdog_sdk import QTDoGEnsemble
 
     model = QTDoGEnsemble.from_pretrained(out / "model")

@@ -12,8 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from qtdog_sdk.errors import DatasetError
-
-IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"})
+from qtdog_sdk.images import IMAGE_EXTENSIONS
 
 KNOWN_DATASETS: dict[str, tuple[str, ...]] = {
     "PACS": ("art_painting", "cartoon", "photo", "sketch"),

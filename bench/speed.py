@@ -1,0 +1,205 @@
+"""Speed and size: one fp32 model vs one int8 member vs the 5-member int8 EoQ.
+
+Everything is measured side by side in one run on this machine, with the
+same input tensors, as images/s (median of repeats) and latency at batch 1
+and 32. Compute does not depend on the weight values, so the members are
+copies of one Lite0 converted by the real pipeline (learned-integer weights,
+calibrated uint8 activations, QDQ ONNX); the ensemble is the merged
+one-graph form the model repository ships (``ensemble.onnx``).
+
+    python bench/speed.py --quick                 # < 1 minute once models are cached
+    python bench/speed.py --sizes 224 112 --batches 1 32 --repeats 7 --torch-compile
+
+The last line printed is one JSON object with the ratios.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+
+CACHE = Path(os.environ.get("QTDOG_BENCH_CACHE", Path.home() / ".cache" / "qtdog" / "bench"))
+MEMBERS = 5
+
+
+def _build(size: int) -> dict[str, Path]:
+    """fp32 ONNX, int8 member ONNX, and 5-member merged graphs for input ``size`` (cached)."""
+    folder = CACHE / f"lite0-{size}"
+    paths = {k: folder / f"{k}.onnx" for k in ("fp32", "int8", "fp32_x5", "int8_x5")}
+    if all(p.is_file() for p in paths.values()):
+        return paths
+    import torch
+
+    from qtdog_train.convert.member import convert_member
+    from qtdog_train.convert.onnx_export import export_onnx, merge_members
+    from qtdog_train.models.backbones import create_backbone
+    from qtdog_train.quant.lsq import attach_lsq
+
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(0)
+    model = create_backbone(num_classes=7).eval()
+    example = torch.randn(2, 3, size, size)
+    export_onnx(model, example, paths["fp32"])
+    attach_lsq(model, bits=7, s_init="mse")
+    calibration = [torch.randn(32, 3, size, size).clamp(-1, 1) for _ in range(2)]
+    convert_member(model.eval(), 7, calibration, paths["int8"])
+    merge_members([paths["fp32"]] * MEMBERS, paths["fp32_x5"])
+    merge_members([paths["int8"]] * MEMBERS, paths["int8_x5"])
+    return paths
+
+
+def _session(path: Path, threads: int):
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.log_severity_level = 3
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def _rate(run, x: np.ndarray, repeats: int, seconds: float) -> tuple[float, float]:
+    """(median images/s, median latency ms per batch) over ``repeats`` timed windows."""
+    for _ in range(2):
+        run(x)
+    rates, latencies = [], []
+    for _ in range(repeats):
+        n, start = 0, time.perf_counter()
+        while True:
+            t = time.perf_counter()
+            run(x)
+            latencies.append(time.perf_counter() - t)
+            n += len(x)
+            if time.perf_counter() - start >= seconds:
+                break
+        rates.append(n / (time.perf_counter() - start))
+    return statistics.median(rates), 1000 * statistics.median(latencies)
+
+
+def _torch_runner(size: int, compiled: bool):
+    import torch
+
+    from qtdog_train.models.backbones import create_backbone
+
+    model = create_backbone(num_classes=7).eval().to(memory_format=torch.channels_last)
+    if compiled:
+        import torch._inductor.config as inductor_config
+
+        inductor_config.freezing = True
+        model = torch.compile(model)
+
+    def run(x: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            return model(torch.from_numpy(x).contiguous(memory_format=torch.channels_last)).numpy()
+
+    return run
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="224 px, batch 32, short windows, no torch.compile"
+    )
+    parser.add_argument("--sizes", type=int, nargs="+", default=[224, 112])
+    parser.add_argument("--batches", type=int, nargs="+", default=[1, 32])
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--seconds", type=float, default=1.0, help="length of one timed window")
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    parser.add_argument(
+        "--torch-compile", action="store_true", help="also time torch.compile (slow to build)"
+    )
+    parser.add_argument("--out", type=Path, help="write the JSON result here too")
+    args = parser.parse_args()
+    if args.quick:
+        args.sizes, args.batches, args.repeats, args.seconds, args.torch_compile = (
+            [224],
+            [32],
+            3,
+            0.6,
+            False,
+        )
+
+    rows = []
+    summary: dict[str, float] = {}
+    for size in args.sizes:
+        paths = _build(size)
+        runners = {}
+        for name, path in paths.items():
+            session = _session(path, args.threads)
+            runners[f"onnx_{name}"] = (
+                lambda s: lambda x: s.run(None, {s.get_inputs()[0].name: x})[0]
+            )(session)
+        runners["torch_eager_fp32"] = _torch_runner(size, compiled=False)
+        if args.torch_compile:
+            runners["torch_compiled_fp32"] = _torch_runner(size, compiled=True)
+        sizes_mb = {name: paths[name].stat().st_size / 1e6 for name in paths}
+        for batch in args.batches:
+            x = np.random.default_rng(0).standard_normal((batch, 3, size, size)).astype(np.float32)
+            measured = {}
+            for name, run in runners.items():
+                rate, latency = _rate(run, x, args.repeats, args.seconds)
+                measured[name] = rate
+                rows.append(
+                    {
+                        "size": size,
+                        "batch": batch,
+                        "config": name,
+                        "images_per_s": rate,
+                        "latency_ms": latency,
+                    }
+                )
+                print(
+                    f"{size:4d} px  batch {batch:3d}  {name:22s} {rate:8.1f} img/s  {latency:8.2f} ms",
+                    flush=True,
+                )
+            best_fp32 = max(
+                v
+                for k, v in measured.items()
+                if k in ("onnx_fp32", "torch_eager_fp32", "torch_compiled_fp32")
+            )
+            key = f"{size}px_b{batch}"
+            summary[f"eoq_int8_vs_fp32_throughput_ratio_{key}"] = (
+                measured["onnx_int8_x5"] / best_fp32
+            )
+            summary[f"eoq_int8_vs_fp32_ensemble_throughput_ratio_{key}"] = (
+                measured["onnx_int8_x5"] / measured["onnx_fp32_x5"]
+            )
+            summary[f"member_int8_vs_fp32_throughput_ratio_{key}"] = (
+                measured["onnx_int8"] / measured["onnx_fp32"]
+            )
+        summary[f"eoq_size_vs_fp32_size_ratio_{size}px"] = sizes_mb["int8_x5"] / sizes_mb["fp32"]
+    headline_size = 224 if 224 in args.sizes else args.sizes[0]
+    headline_batch = 32 if 32 in args.batches else args.batches[-1]
+    key = f"{headline_size}px_b{headline_batch}"
+    result = {
+        "eoq_int8_vs_fp32_throughput_ratio": summary[f"eoq_int8_vs_fp32_throughput_ratio_{key}"],
+        "eoq_int8_vs_fp32_ensemble_throughput_ratio": summary[
+            f"eoq_int8_vs_fp32_ensemble_throughput_ratio_{key}"
+        ],
+        "member_int8_vs_fp32_throughput_ratio": summary[
+            f"member_int8_vs_fp32_throughput_ratio_{key}"
+        ],
+        "eoq_size_vs_fp32_size_ratio": summary[f"eoq_size_vs_fp32_size_ratio_{headline_size}px"],
+        "headline": key,
+        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+        "threads": args.threads,
+        "details": summary,
+        "rows": rows,
+    }
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps({k: v for k, v in result.items() if k != "rows"}))
+
+
+if __name__ == "__main__":
+    main()
