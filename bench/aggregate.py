@@ -1,0 +1,96 @@
+"""Aggregate sweep results: mean +- standard error per arm and held-out domain, a markdown table,
+and a bar chart (PNG) per domain.
+
+    python bench/aggregate.py bench/results/sweep_cpu112.jsonl --out bench/results/cpu112
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+from collections import defaultdict
+from pathlib import Path
+
+
+def mean_se(values: list[float]) -> tuple[float, float]:
+    mean = statistics.fmean(values)
+    se = statistics.stdev(values) / math.sqrt(len(values)) if len(values) > 1 else float("nan")
+    return mean, se
+
+
+def fmt(values: list[float]) -> str:
+    if not values:
+        return "-"
+    mean, se = mean_se(values)
+    return (
+        f"{100 * mean:.1f}"
+        + ("" if math.isnan(se) else f" ± {100 * se:.1f}")
+        + f" (n={len(values)})"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "results", type=Path, nargs="+", help="results.jsonl files from bench/sweep.py"
+    )
+    parser.add_argument(
+        "--out", type=Path, required=True, help="folder for table.md, summary.json, charts"
+    )
+    args = parser.parse_args()
+    rows = [
+        json.loads(line)
+        for path in args.results
+        for line in path.read_text().splitlines()
+        if line.strip()
+    ]
+    acc: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for row in rows:
+        acc[row["arm"]][row["test_domain"]].append(row["test_acc"])
+    domains = sorted({r["test_domain"] for r in rows})
+    arms = list(dict.fromkeys(r["arm"] for r in rows))
+    lines = ["| arm | " + " | ".join(domains) + " | avg |", "|---" * (len(domains) + 2) + "|"]
+    summary = {}
+    for arm in arms:
+        per_trial: dict[int, list[float]] = defaultdict(list)
+        for row in rows:
+            if row["arm"] == arm:
+                per_trial[row["trial_seed"]].append(row["test_acc"])
+        complete = [statistics.fmean(v) for v in per_trial.values() if len(v) == len(domains)]
+        lines.append(
+            f"| {arm} | " + " | ".join(fmt(acc[arm][d]) for d in domains) + f" | {fmt(complete)} |"
+        )
+        summary[arm] = {d: mean_se(acc[arm][d]) for d in domains if acc[arm][d]}
+    args.out.mkdir(parents=True, exist_ok=True)
+    table = "\n".join(lines) + "\n"
+    (args.out / "table.md").write_text(table)
+    (args.out / "summary.json").write_text(json.dumps(summary, indent=2))
+    print(table)
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    for domain in domains:
+        present = [a for a in arms if acc[a][domain]]
+        means = [100 * mean_se(acc[a][domain])[0] for a in present]
+        errors = [
+            100 * (lambda se: 0 if math.isnan(se) else se)(mean_se(acc[a][domain])[1])
+            for a in present
+        ]
+        fig, ax = plt.subplots(figsize=(1.2 * len(present) + 2, 3.2))
+        ax.bar(present, means, yerr=errors, capsize=4, color="#4c72b0")
+        ax.set_ylabel("held-out accuracy (%)")
+        ax.set_title(f"PACS, {domain} held out")
+        ax.set_ylim(max(0, min(means) - 10), min(100, max(means) + 5))
+        fig.tight_layout()
+        fig.savefig(args.out / f"bars_{domain}.png", dpi=120)
+        plt.close(fig)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,153 @@
+"""The PACS sweep: arms x held-out domains x trial seeds, resumable, appending results.
+
+Every run goes to ``OUT/<protocol>/<arm>/<domain>/trial<k>/``; a run whose
+``summary.json`` exists is skipped, an interrupted one resumes from its
+checkpoints, so a long sweep can be completed across several sessions or GPU
+loans. Each finished run appends one JSON line to ``OUT/<protocol>/results.jsonl``;
+``bench/aggregate.py`` turns that file into tables and charts.
+
+Arms (all under one protocol: resolution, steps, q_start, batch, lr):
+  erm              DomainBed ERM (float; target accuracy of the selected checkpoint)
+  qtdog            QT-DoG, LSQ on every conv from q_start (paper behaviour, fake-quant model)
+  qtdog-official   QT-DoG --official-compat (the released code's behaviour)
+  eoq5             5 QT-DoG members, int8 ONNX ensemble (mean logits)
+  qtdog-b8 .. -b4  bit-width ablation
+
+CPU protocol (hours on 2 cores):
+    python bench/sweep.py --data ../shared/data/PACS --protocol cpu112 --image-size 112 --steps 600 --q-start 240 --eval-every 100
+Full protocol on a CUDA GPU:
+    python bench/sweep.py --data PACS --protocol full224 --image-size 224 --steps 5000 --q-start 2000 --eval-every 250 --device cuda --trial-seeds 0 1 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+from qtdog_train.config import TrainConfig
+from qtdog_train.data.datasets import KNOWN_DATASETS
+
+ARMS = ("erm", "qtdog", "qtdog-official", "eoq5", "qtdog-b8", "qtdog-b6", "qtdog-b5", "qtdog-b4")
+
+
+def arm_config(arm: str, base: dict[str, Any]) -> dict[str, Any]:
+    """TrainConfig fields of one arm on top of the shared protocol."""
+    cfg = dict(base)
+    if arm == "erm":
+        cfg.update(algorithm="erm", bits=8, members=1, export=False)
+    elif arm == "qtdog":
+        cfg.update(algorithm="qtdog", members=1, export=False)
+    elif arm == "qtdog-official":
+        cfg.update(algorithm="qtdog", official_compat=True, members=1, export=False)
+    elif arm == "eoq5":
+        cfg.update(algorithm="qtdog", members=5, export=True)
+    elif match := re.fullmatch(r"qtdog-b(\d)", arm):
+        cfg.update(algorithm="qtdog", bits=int(match.group(1)), members=1, export=False)
+    else:
+        raise SystemExit(f"unknown arm {arm!r}; choose from {', '.join(ARMS)}")
+    return cfg
+
+
+def result_line(arm: str, domain: str, trial: int, summary: dict[str, Any]) -> dict[str, Any]:
+    member = summary["members"][0]
+    if "ensemble" in summary:
+        test_acc, val_acc = summary["ensemble"]["test_acc"], summary["ensemble"]["val_acc"]
+    else:
+        test_acc, val_acc = member["selected"]["test_acc"], member["selected"]["val_acc"]
+    switch = member.get("switch")
+    return {
+        "arm": arm,
+        "test_domain": domain,
+        "trial_seed": trial,
+        "test_acc": test_acc,
+        "val_acc": val_acc,
+        "best_step": member["best_step"],
+        "members": len(summary["members"]),
+        "switch_val_drop": None
+        if not switch
+        else switch["before"]["val_acc"] - switch["after"]["val_acc"],
+        "seconds": summary.get("seconds"),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--data", required=True)
+    parser.add_argument("--dataset", default="PACS")
+    parser.add_argument(
+        "--protocol", required=True, help="name of this protocol (a folder under --out)"
+    )
+    parser.add_argument("--out", type=Path, default=Path("runs/sweep"))
+    parser.add_argument("--arms", nargs="+", default=["erm", "qtdog", "qtdog-official", "eoq5"])
+    parser.add_argument("--test-domains", nargs="+", default=None)
+    parser.add_argument("--trial-seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--image-size", type=int, default=224)
+    parser.add_argument("--steps", type=int, default=5000)
+    parser.add_argument("--q-start", type=int, default=2000)
+    parser.add_argument("--eval-every", type=int, default=250)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--lr", type=float, default=5e-5)
+    parser.add_argument("--s-init", default="mse")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument(
+        "--results", type=Path, default=Path("bench/results"), help="where results.jsonl is copied"
+    )
+    args = parser.parse_args()
+    domains = args.test_domains or list(KNOWN_DATASETS.get(args.dataset, ()))
+    base = {
+        "data": args.data,
+        "dataset": args.dataset,
+        "image_size": args.image_size,
+        "steps": args.steps,
+        "q_start": args.q_start,
+        "eval_every": args.eval_every,
+        "checkpoint_every": args.eval_every,
+        "batch_size": args.batch_size,
+        "lr": args.lr,
+        "s_init": args.s_init,
+        "device": args.device,
+    }
+    from qtdog_train.pipeline import run
+
+    root = args.out / args.protocol
+    results = root / "results.jsonl"
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "protocol.json").write_text(
+        json.dumps(base | {"trial_seeds": args.trial_seeds}, indent=2)
+    )
+    for trial in args.trial_seeds:
+        for domain in domains:
+            for arm in args.arms:
+                out = root / arm / domain / f"trial{trial}"
+                if (out / "summary.json").is_file():
+                    print(f"skip {arm} {domain} trial {trial}: done", flush=True)
+                    continue
+                cfg = TrainConfig(
+                    **arm_config(arm, base),
+                    out=str(out),
+                    test_domains=[domain],
+                    trial_seed=trial,
+                    seed=10 * trial,
+                )
+                started = time.time()
+                summary = run(cfg, resume=(out / "run.json").is_file())
+                line = result_line(arm, domain, trial, summary)
+                with results.open("a") as handle:
+                    handle.write(json.dumps(line) + "\n")
+                print(
+                    f"{arm} {domain} trial {trial}: test {100 * line['test_acc']:.1f} "
+                    f"(val {100 * line['val_acc']:.1f}) in {time.time() - started:.0f} s",
+                    flush=True,
+                )
+    args.results.mkdir(parents=True, exist_ok=True)
+    (args.results / f"sweep_{args.protocol}.jsonl").write_text(results.read_text())
+
+
+if __name__ == "__main__":
+    main()
