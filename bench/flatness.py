@@ -21,10 +21,7 @@ import torch.nn.functional as F
 
 from qtdog_train.config import TrainConfig
 from qtdog_train.convert.fold import dequantized_copy
-from qtdog_train.data.datasets import load_dataset
-from qtdog_train.data.loader import build_run_data
-from qtdog_train.models.backbones import normalization_for
-from qtdog_train.pipeline import calibration_batches
+from qtdog_train.pipeline import calibration_batches, load_run_data
 from qtdog_train.quant.lsq import is_quantized
 from qtdog_train.trainer import build_model
 
@@ -100,17 +97,7 @@ def main() -> None:
         cfg, model = selected_model(run)
         key = (cfg.data, tuple(cfg.test_domains), cfg.image_size, cfg.trial_seed)
         if key not in data_cache:
-            norm = normalization_for(cfg.backbone)
-            data = build_run_data(
-                load_dataset(cfg.data, cfg.dataset),
-                cfg.test_domains,
-                cfg.image_size,
-                norm.mean,
-                norm.std,
-                cfg.holdout_fraction,
-                cfg.trial_seed,
-                torch.device("cpu"),
-            )
+            data = load_run_data(cfg, torch.device("cpu"))
             xs = calibration_batches(data, args.images, seed=123)
             ys = []
             generator = torch.Generator().manual_seed(123)

@@ -19,10 +19,8 @@ from pathlib import Path
 import torch
 
 from qtdog_train.config import TrainConfig
-from qtdog_train.data.datasets import load_dataset
-from qtdog_train.data.loader import build_run_data
 from qtdog_train.evaluation import evaluate_run, predictions
-from qtdog_train.models.backbones import normalization_for
+from qtdog_train.pipeline import load_run_data
 from qtdog_train.quant.lsq import S_INIT_RULES, attach_lsq
 from qtdog_train.trainer import build_model
 
@@ -45,18 +43,7 @@ def main() -> None:
         raise SystemExit(
             "the checkpoint is already quantized; pass a float (ERM or pre-switch) run"
         )
-    dataset = load_dataset(cfg.data, cfg.dataset)
-    norm = normalization_for(cfg.backbone)
-    data = build_run_data(
-        dataset,
-        cfg.test_domains,
-        cfg.image_size,
-        norm.mean,
-        norm.std,
-        cfg.holdout_fraction,
-        cfg.trial_seed,
-        torch.device("cpu"),
-    )
+    data = load_run_data(cfg, torch.device("cpu"))
     base = build_model(cfg, len(data.classes), quantized=False, device=torch.device("cpu"))
     base.load_state_dict(ckpt["model"])
     base.eval()

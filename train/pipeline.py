@@ -169,6 +169,28 @@ def _domain_metrics(evaluation: dict[str, Any], data: RunData) -> dict[str, dict
     return domains
 
 
+def load_run_data(
+    cfg: TrainConfig, device: torch.device, report: Reporter | None = None
+) -> RunData:
+    """Index, decode (cached) and split the dataset of ``cfg`` for ``device``."""
+    emit = report or (lambda event, payload: None)
+    dataset = load_dataset(cfg.data, cfg.dataset)
+    norm = normalization_for(cfg.backbone)
+    emit("data", {"total": len(dataset), "domains": dataset.domains})
+    return build_run_data(
+        dataset,
+        cfg.test_domains,
+        cfg.image_size,
+        norm.mean,
+        norm.std,
+        cfg.holdout_fraction,
+        cfg.trial_seed,
+        device,
+        strict=cfg.strict,
+        on_progress=lambda n: emit("decoded", {"n": n}),
+    )
+
+
 def run(cfg: TrainConfig, resume: bool = False, report: Reporter | None = None) -> dict[str, Any]:
     """Train ``cfg.members`` members, convert them, and write the model repository.
 
@@ -186,21 +208,9 @@ def run(cfg: TrainConfig, resume: bool = False, report: Reporter | None = None) 
     cfg.save(run_file)
     emit = report or (lambda event, payload: None)
     device = resolve_device(cfg.device)
-    dataset = load_dataset(cfg.data, cfg.dataset)
+    data = load_run_data(cfg, device, emit)
+    dataset_name = data.dataset_name
     norm = normalization_for(cfg.backbone)
-    emit("data", {"total": len(dataset), "domains": dataset.domains})
-    data = build_run_data(
-        dataset,
-        cfg.test_domains,
-        cfg.image_size,
-        norm.mean,
-        norm.std,
-        cfg.holdout_fraction,
-        cfg.trial_seed,
-        device,
-        strict=cfg.strict,
-        on_progress=lambda n: emit("decoded", {"n": n}),
-    )
     for error in data.errors:
         emit("warning", {"message": f"skipped: {error}"})
     repo_dir = out / REPO_DIR
@@ -261,7 +271,7 @@ def run(cfg: TrainConfig, resume: bool = False, report: Reporter | None = None) 
             else None
         )
         training = {
-            "dataset": dataset.name,
+            "dataset": dataset_name,
             "source_domains": data.source_domains,
             "test_domains": data.test_domains,
             "algorithm": cfg.algorithm + (" (official-compat)" if cfg.official_compat else ""),
@@ -340,4 +350,4 @@ def _mean_logits_eval(paths: list[Path], data: RunData) -> dict[str, Any]:
     return evaluate_run(ensemble, _cpu_data(data))
 
 
-__all__ = ["REPO_DIR", "calibration_batches", "run"]
+__all__ = ["REPO_DIR", "calibration_batches", "load_run_data", "run"]

@@ -43,6 +43,7 @@ class RunData:
     mean: torch.Tensor
     std: torch.Tensor
     errors: list[str] = field(default_factory=list)
+    dataset_name: str = ""
 
     def normalize(self, pixels: torch.Tensor) -> torch.Tensor:
         """uint8 NCHW -> float normalized NCHW (the model's input)."""
@@ -122,6 +123,7 @@ def build_run_data(
             holdout[domain] = _to_tensors(decoded.pixels, labels, keep_holdout, device)
     shape = (1, 3, 1, 1)
     return RunData(
+        dataset_name=dataset.name,
         classes=dataset.classes,
         source_domains=sources,
         test_domains=tests,
