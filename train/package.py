@@ -1,8 +1,9 @@
 """Package a trained model repository compactly, measured with the SDK's own ``qtdog eval``.
 
 ``ensemble.onnx`` already holds every member, so the per-member ONNX files
-are dropped (``"onnx": null`` in config.json) and exporter metadata is
-stripped from the graphs; the safetensors stay for the torch backend. The held-out-domain accuracy is measured on the packaged copy
+are dropped (``"onnx": null`` in config.json), exporter metadata is
+stripped and stride-2 pads folded into their convs (output-identical; see
+``fold_pads_into_convs``); the safetensors stay for the torch backend. The held-out-domain accuracy is measured on the packaged copy
 through the SDK (the code path ``qtdog eval`` runs) and written into the card
 with the command that reproduces it. This is how the SDK's embedded default
 model is made::
@@ -19,7 +20,7 @@ from pathlib import Path
 
 from qtdog_sdk.card import render_model_card
 from qtdog_sdk.format import CARD_NAME, ModelConfig, read_config, verify_files, write_config
-from qtdog_train.convert.onnx_export import strip_metadata
+from qtdog_train.convert.onnx_export import fold_pads_into_convs, strip_metadata
 
 
 def compact_repository(src: Path, dst: Path) -> ModelConfig:
@@ -40,6 +41,7 @@ def compact_repository(src: Path, dst: Path) -> ModelConfig:
         shutil.copy2(src / name, dst / name)
         if name.endswith(".onnx"):
             strip_metadata(dst / name)
+            fold_pads_into_convs(dst / name)
     write_config(dst, config)
     (dst / CARD_NAME).write_text(render_model_card(config), encoding="utf-8")
     return config
