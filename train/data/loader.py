@@ -46,8 +46,9 @@ class RunData:
     dataset_name: str = ""
 
     def normalize(self, pixels: torch.Tensor) -> torch.Tensor:
-        """uint8 NCHW -> float normalized NCHW (the model's input)."""
-        return (pixels.float() / 255.0 - self.mean) / self.std
+        """uint8 NCHW -> float normalized NCHW (the model's input, channels-last in memory)."""
+        x = (pixels.float() / 255.0 - self.mean) / self.std
+        return x.contiguous(memory_format=torch.channels_last)
 
     def sample_batch(
         self, batch_size: int, generator: torch.Generator, augment: bool = True
@@ -64,7 +65,8 @@ class RunData:
         x = torch.cat(xs).float() / 255.0
         if augment:
             x = domainbed_augment(x, generator)
-        return (x - self.mean) / self.std, torch.cat(ys)
+        x = ((x - self.mean) / self.std).contiguous(memory_format=torch.channels_last)
+        return x, torch.cat(ys)
 
     def iter_eval(
         self, part: DomainTensors, batch_size: int = 256
