@@ -87,6 +87,9 @@ def train_command(
         int, typer.Option(help="Source-domain images used to calibrate int8 activations.")
     ] = 256,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    compile: Annotated[
+        str, typer.Option(help="torch.compile the training step: auto (on CUDA only), on, off.")
+    ] = "auto",
     strict: Annotated[
         bool, typer.Option("--strict", help="Fail on a corrupt image instead of skipping it.")
     ] = False,
@@ -129,6 +132,7 @@ def train_command(
         holdout_fraction=holdout_fraction,
         calibration_images=calibration_images,
         device=device,
+        compile=compile,
         strict=strict,
         export=export,
     )

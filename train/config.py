@@ -72,6 +72,8 @@ class TrainConfig:
             raise QTDoGError(
                 "--batch-size and --eval-every must be positive and --image-size at least 16"
             )
+        if self.compile not in ("auto", "on", "off"):
+            raise QTDoGError(f"--compile must be auto, on or off, got {self.compile!r}")
         if self.official_compat and self.algorithm != "qtdog":
             raise QTDoGError("--official-compat only applies to --algorithm qtdog")
 

@@ -119,6 +119,15 @@ def _switch_to_quantized(
     return new_optimizer
 
 
+def compiled_forward(
+    cfg: TrainConfig, model: nn.Module, device: torch.device
+) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The training forward: ``torch.compile``d on CUDA (an eager Lite0 step is launch-bound
+    there), eager on CPU where compiling costs minutes; ``cfg.compile`` = auto | on | off."""
+    use = cfg.compile == "on" or (cfg.compile == "auto" and device.type == "cuda")
+    return torch.compile(model) if use else model
+
+
 def _rng_state(generator: torch.Generator) -> dict[str, torch.Tensor]:
     return {"generator": generator.get_state(), "torch": torch.get_rng_state()}
 
@@ -173,6 +182,7 @@ def train_member(
     def predict(x: torch.Tensor) -> torch.Tensor:
         return model(x)
 
+    forward = compiled_forward(cfg, model, device)
     started = time.perf_counter() - elapsed
     running_loss, running_n = 0.0, 0
     for step in range(start_step, cfg.steps):
@@ -187,7 +197,7 @@ def train_member(
                 on_event("switch", switch)
         set_train_mode(model)
         x, y = data.sample_batch(cfg.batch_size, generator)
-        loss = F.cross_entropy(model(x), y)
+        loss = F.cross_entropy(forward(x), y)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
