@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import tempfile
+import warnings
 from collections import Counter
 from pathlib import Path
 
@@ -17,16 +18,20 @@ ONNX_OPSET = 18
 
 def export_onnx(graph: torch.nn.Module, example: torch.Tensor, path: Path) -> Path:
     """Export a converted (Q/DQ) graph with the dynamo exporter; batch stays dynamic."""
-    program = torch.onnx.export(
-        graph,
-        (example,),
-        dynamo=True,
-        input_names=[ONNX_INPUT_NAME],
-        output_names=[ONNX_OUTPUT_NAME],
-        dynamic_shapes=({0: "batch"},),
-        opset_version=ONNX_OPSET,
-        verbose=False,
-    )
+    with warnings.catch_warnings():
+        # Exported graphs keep training=True even after move_exported_model_to_eval (which is
+        # what actually switches their ops); the exporter's "training mode" warning is noise.
+        warnings.filterwarnings("ignore", message="Exporting a model while it is in training mode")
+        program = torch.onnx.export(
+            graph,
+            (example,),
+            dynamo=True,
+            input_names=[ONNX_INPUT_NAME],
+            output_names=[ONNX_OUTPUT_NAME],
+            dynamic_shapes=({0: "batch"},),
+            opset_version=ONNX_OPSET,
+            verbose=False,
+        )
     program.save(str(path))
     strip_metadata(path)
     fold_pads_into_convs(path)

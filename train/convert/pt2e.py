@@ -18,7 +18,7 @@ from collections.abc import Iterable
 
 import torch
 from torch import fx, nn
-from torchao.quantization.pt2e import HistogramObserver, ObserverBase
+from torchao.quantization.pt2e import HistogramObserver, ObserverBase, move_exported_model_to_eval
 from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 from torchao.quantization.pt2e.quantizer import (
     QuantizationAnnotation,
@@ -175,7 +175,7 @@ def convert_to_int8(
     for batch in batches:
         prepared(batch)
     converted = convert_pt2e(prepared)
-    return converted
+    return move_exported_model_to_eval(converted)
 
 
 def count_quantized_convs(graph: fx.GraphModule) -> tuple[int, int]:
