@@ -159,10 +159,12 @@ def test_resume_after_interruption_matches_uninterrupted_run(
 def test_erm_run_and_config_errors(shapes_root: Path, tmp_path: Path) -> None:
     from qtdog_train.pipeline import run
 
-    summary = run(
-        tiny_config(shapes_root, tmp_path / "erm", algorithm="erm", members=1, export=False)
-    )
-    assert summary["members"][0]["switch"] is None
+    summary = run(tiny_config(shapes_root, tmp_path / "erm", algorithm="erm", bits=8, members=1))
+    report = summary["members"][0]
+    assert report["switch"] is None
+    # a float model is converted with post-training per-channel integers, every conv in int8
+    assert report["onnx_int8_convs"] == [49, 49]
+    assert set(report["fake_quant"]["test"]) == {"sketch"}
     with pytest.raises(QTDoGError, match="--q-start"):
         run(tiny_config(shapes_root, tmp_path / "bad", q_start=50))
     with pytest.raises(QTDoGError, match="--algorithm"):

@@ -121,7 +121,7 @@ def convert_and_report(
             "format": "qtdog-member-v1",
         },
     )
-    fake_quant = result.model.eval()
+    fake_quant = converted.weight_quantized
     onnx_predict = _onnx_predictor(converted.onnx_path)
 
     def torch_int8(x: torch.Tensor) -> torch.Tensor:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from qtdog_train.convert.fold import (
 )
 from qtdog_train.convert.onnx_export import export_onnx, int8_conv_coverage
 from qtdog_train.convert.pt2e import convert_to_int8, count_quantized_convs
+from qtdog_train.quant.lsq import is_quantized
 
 
 @dataclass
@@ -23,6 +25,7 @@ class ConvertedMember:
     """What conversion produced for one member."""
 
     state: dict[str, torch.Tensor]
+    weight_quantized: nn.Module
     int8_graph: fx.GraphModule
     onnx_path: Path
     torch_int8_convs: tuple[int, int]
@@ -37,18 +40,23 @@ def convert_member(
 
     ``calibration`` holds normalized source-domain batches for the activation
     ranges. The folded float graph is checked against the trained model
-    before anything is quantized.
+    before anything is quantized. ``weight_quantized`` is the model with its
+    integer weights and float activations: the fake-quant model of QT-DoG, or
+    a float model's post-training weight quantization.
     """
     model = model.cpu().eval()
     plain, convs = dequantized_copy(model, bits)
     state = integer_state_dict(plain, convs)
-    check_same_outputs(model, plain, calibration[0][:4], "taking the integer weights")
+    if is_quantized(model):  # a float model (ERM) gets post-training integers: outputs move
+        check_same_outputs(model, plain, calibration[0][:4], "taking the integer weights")
+    weight_quantized = copy.deepcopy(plain)
     fold_batchnorm(plain, convs)
-    check_same_outputs(model, plain, calibration[0][:4], "BatchNorm folding")
+    check_same_outputs(weight_quantized, plain, calibration[0][:4], "BatchNorm folding")
     graph = convert_to_int8(plain, list(convs.values()), calibration)
     export_onnx(graph, calibration[0][:2], onnx_path)
     return ConvertedMember(
         state=state,
+        weight_quantized=weight_quantized,
         int8_graph=graph,
         onnx_path=onnx_path,
         torch_int8_convs=count_quantized_convs(graph),
