@@ -9,6 +9,7 @@ import torch
 from qtdog_train.data.loader import DomainTensors, RunData
 
 Predictor = Callable[[torch.Tensor], torch.Tensor]
+Predictions = dict[str, dict[str, torch.Tensor]]
 
 
 @torch.no_grad()
@@ -20,18 +21,36 @@ def predictions(
     return torch.cat(out) if out else torch.zeros(0, dtype=torch.long)
 
 
-def accuracy(predict: Predictor, data: RunData, part: DomainTensors) -> float:
-    if len(part) == 0:
-        return float("nan")
-    return float((predictions(predict, data, part) == part.labels.cpu()).float().mean())
+def run_predictions(predict: Predictor, data: RunData, include_test: bool = True) -> Predictions:
+    """Top-1 classes on every source holdout (``"val"``) and, optionally, every test domain."""
+    out: Predictions = {
+        "val": {d: predictions(predict, data, data.holdout[d]) for d in data.source_domains}
+    }
+    if include_test:
+        out["test"] = {d: predictions(predict, data, data.test[d]) for d in data.test_domains}
+    return out
+
+
+def summarize(preds: Predictions, data: RunData) -> dict[str, object]:
+    """Per-domain accuracies: source holdout (``val``), their mean (``val_acc``), and test domains."""
+    parts = {"val": data.holdout, "test": data.test}
+    result: dict[str, object] = {}
+    for split, per_domain in preds.items():
+        accs = {
+            d: float((p == parts[split][d].labels.cpu()).float().mean()) if len(p) else float("nan")
+            for d, p in per_domain.items()
+        }
+        result[split] = accs
+        result[f"{split}_acc"] = sum(accs.values()) / max(len(accs), 1)
+    return result
 
 
 def evaluate_run(predict: Predictor, data: RunData, include_test: bool = True) -> dict[str, object]:
-    """Per-domain accuracies: source holdout (``val``), their mean (``val_acc``), and test domains."""
-    val = {d: accuracy(predict, data, data.holdout[d]) for d in data.source_domains}
-    result: dict[str, object] = {"val": val, "val_acc": sum(val.values()) / max(len(val), 1)}
-    if include_test:
-        test = {d: accuracy(predict, data, data.test[d]) for d in data.test_domains}
-        result["test"] = test
-        result["test_acc"] = sum(test.values()) / max(len(test), 1)
-    return result
+    return summarize(run_predictions(predict, data, include_test), data)
+
+
+def agreement(a: Predictions, b: Predictions, split: str = "test") -> float:
+    """Fraction of images of ``split`` on which two models' top-1 classes agree."""
+    same = sum(int((a[split][d] == b[split][d]).sum()) for d in a[split])
+    total = sum(len(a[split][d]) for d in a[split])
+    return same / max(total, 1)

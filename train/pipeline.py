@@ -30,7 +30,7 @@ from qtdog_train.convert.member import convert_member
 from qtdog_train.convert.onnx_export import merge_members
 from qtdog_train.data.datasets import load_dataset
 from qtdog_train.data.loader import RunData, build_run_data
-from qtdog_train.evaluation import evaluate_run, predictions
+from qtdog_train.evaluation import agreement, evaluate_run, run_predictions, summarize
 from qtdog_train.models.backbones import normalization_for
 from qtdog_train.repository import member_file_names, save_member_weights, write_repository
 from qtdog_train.trainer import MemberResult, resolve_device, train_member
@@ -73,16 +73,6 @@ def calibration_batches(
     ]
 
 
-def _agreement(a: Callable, b: Callable, data: RunData) -> float:
-    same = total = 0
-    for domain in data.test_domains:
-        pa = predictions(a, data, data.test[domain])
-        pb = predictions(b, data, data.test[domain])
-        same += int((pa == pb).sum())
-        total += len(pa)
-    return same / max(total, 1)
-
-
 def _cpu_data(data: RunData) -> RunData:
     if data.mean.device.type == "cpu":
         return data
@@ -121,12 +111,11 @@ def convert_and_report(
             "format": "qtdog-member-v1",
         },
     )
-    fake_quant = converted.weight_quantized
-    onnx_predict = _onnx_predictor(converted.onnx_path)
-
-    def torch_int8(x: torch.Tensor) -> torch.Tensor:
-        return converted.int8_graph(x)
-
+    preds = {
+        "fake_quant": run_predictions(converted.weight_quantized, cpu),
+        "torch_int8": run_predictions(converted.int8_graph, cpu),
+        "onnx_int8": run_predictions(_onnx_predictor(converted.onnx_path), cpu),
+    }
     report = {
         "member": result.index,
         "seed": result.seed,
@@ -134,11 +123,9 @@ def convert_and_report(
         "selected": result.best,
         "switch": result.switch,
         "train_seconds": result.seconds,
-        "fake_quant": evaluate_run(fake_quant, cpu),
-        "torch_int8": evaluate_run(torch_int8, cpu),
-        "onnx_int8": evaluate_run(onnx_predict, cpu),
-        "agreement_torch_int8_vs_onnx": _agreement(torch_int8, onnx_predict, cpu),
-        "agreement_fake_quant_vs_onnx": _agreement(fake_quant, onnx_predict, cpu),
+        **{name: summarize(p, cpu) for name, p in preds.items()},
+        "agreement_torch_int8_vs_onnx": agreement(preds["torch_int8"], preds["onnx_int8"]),
+        "agreement_fake_quant_vs_onnx": agreement(preds["fake_quant"], preds["onnx_int8"]),
         "torch_int8_convs": list(converted.torch_int8_convs),
         "onnx_int8_convs": list(converted.onnx_int8_convs),
     }
