@@ -21,11 +21,13 @@ def predictions(
     return torch.cat(out) if out else torch.zeros(0, dtype=torch.long)
 
 
-def run_predictions(predict: Predictor, data: RunData, include_test: bool = True) -> Predictions:
-    """Top-1 classes on every source holdout (``"val"``) and, optionally, every test domain."""
-    out: Predictions = {
-        "val": {d: predictions(predict, data, data.holdout[d]) for d in data.source_domains}
-    }
+def run_predictions(
+    predict: Predictor, data: RunData, include_test: bool = True, include_val: bool = True
+) -> Predictions:
+    """Top-1 classes on every source holdout (``"val"``) and every test domain (``"test"``)."""
+    out: Predictions = {}
+    if include_val:
+        out["val"] = {d: predictions(predict, data, data.holdout[d]) for d in data.source_domains}
     if include_test:
         out["test"] = {d: predictions(predict, data, data.test[d]) for d in data.test_domains}
     return out
