@@ -159,7 +159,12 @@ def test_resume_after_interruption_matches_uninterrupted_run(
 def test_erm_run_and_config_errors(shapes_root: Path, tmp_path: Path) -> None:
     from qtdog_train.pipeline import run
 
-    summary = run(tiny_config(shapes_root, tmp_path / "erm", algorithm="erm", bits=8, members=1))
+    cfg = tiny_config(shapes_root, tmp_path / "erm", algorithm="erm", bits=8, members=1)
+    summary = run(cfg)
+    report_file = tmp_path / "erm" / "member-0" / "report.json"
+    stamp = report_file.stat().st_mtime_ns
+    again = run(cfg, resume=True)  # a finished member is neither retrained nor reconverted
+    assert report_file.stat().st_mtime_ns == stamp and again["ensemble"] == summary["ensemble"]
     report = summary["members"][0]
     assert report["switch"] is None
     # a float model is converted with post-training per-channel integers, every conv in int8

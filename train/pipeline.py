@@ -130,13 +130,34 @@ def convert_and_report(
         "torch_int8_convs": list(converted.torch_int8_convs),
         "onnx_int8_convs": list(converted.onnx_int8_convs),
     }
-    member = Member(
+    member = _member_entry(result)
+    return member, report
+
+
+def _member_entry(result: MemberResult) -> Member:
+    onnx_name, weights_name = member_file_names(result.index)
+    return Member(
         name=f"member-{result.index}",
         onnx=onnx_name,
         weights=weights_name,
         seed=result.seed,
         val_acc=float(result.best["val_acc"]),
     )
+
+
+def _already_converted(
+    report_path: Path, result: MemberResult, repo_dir: Path
+) -> tuple[Member, dict[str, Any]] | None:
+    """A resumed run reuses a member's conversion when its report and files match the selection."""
+    if not report_path.is_file():
+        return None
+    report = json.loads(report_path.read_text())
+    onnx_name, weights_name = member_file_names(result.index)
+    if report.get("best_step") != result.best_step or "onnx_int8" not in report:
+        return None
+    if not ((repo_dir / onnx_name).is_file() and (repo_dir / weights_name).is_file()):
+        return None
+    member = _member_entry(result)
     return member, report
 
 
@@ -232,8 +253,11 @@ def run(cfg: TrainConfig, resume: bool = False, report: Reporter | None = None) 
             )
             emit("member_done", member_reports[-1])
             continue
-        member, member_report = convert_and_report(cfg, result, data, repo_dir)
-        (out / f"member-{index}" / "report.json").write_text(json.dumps(member_report, indent=2))
+        converted = _already_converted(out / f"member-{index}" / "report.json", result, repo_dir)
+        if converted is None:
+            converted = convert_and_report(cfg, result, data, repo_dir)
+            (out / f"member-{index}" / "report.json").write_text(json.dumps(converted[1], indent=2))
+        member, member_report = converted
         members.append(member)
         member_reports.append(member_report)
         emit("member_done", member_report)
