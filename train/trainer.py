@@ -25,7 +25,7 @@ from torch import nn
 from qtdog_train.config import TrainConfig
 from qtdog_train.data.loader import RunData
 from qtdog_train.evaluation import evaluate_run
-from qtdog_train.models.backbones import classifier_parameters, create_backbone, set_train_mode
+from qtdog_train.models.backbones import create_backbone, set_train_mode
 from qtdog_train.quant.lsq import (
     attach_lsq,
     is_quantized,
@@ -260,4 +260,4 @@ def train_member(
     )
 
 
-__all__ = ["MemberResult", "build_model", "classifier_parameters", "resolve_device", "train_member"]
+__all__ = ["MemberResult", "build_model", "resolve_device", "train_member"]

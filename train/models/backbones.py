@@ -118,8 +118,3 @@ def set_train_mode(model: nn.Module) -> None:
     for module in model.modules():
         if isinstance(module, nn.modules.batchnorm._BatchNorm):
             module.eval()
-
-
-def classifier_parameters(model: nn.Module) -> list[nn.Parameter]:
-    head = model.get_classifier() if hasattr(model, "get_classifier") else None
-    return list(head.parameters()) if isinstance(head, nn.Module) else []
