@@ -207,6 +207,15 @@ def _progress_iter(items: Iterator[Any], total: int, enabled: bool) -> Iterator[
 
 
 # ------------------------------------------------------------------- commands
+# Options shared by several commands, declared once.
+RevisionOption = Annotated[str | None, typer.Option(help="Hub branch, tag or commit.")]
+BatchSizeOption = Annotated[
+    int, typer.Option("--batch-size", "-b", min=1, help="Images per forward pass.")
+]
+DeviceOption = Annotated[Device, typer.Option(help="Where to run.")]
+BackendOption = Annotated[BackendName, typer.Option(help="Inference engine (auto = onnx).")]
+
+
 @app.command(
     epilog="Examples:  qtdog predict cat.jpg  |  qtdog predict photos/ 'more/**/*.png' --model owner/name "
     "--format json --output preds.json"
@@ -227,17 +236,13 @@ def predict(
             help="Hub repo id or local model directory. Default: the packaged model.",
         ),
     ] = None,
-    revision: Annotated[str | None, typer.Option(help="Hub branch, tag or commit.")] = None,
+    revision: RevisionOption = None,
     top_k: Annotated[
         int, typer.Option("--top-k", "-k", min=1, help="Classes listed per image.")
     ] = 5,
-    batch_size: Annotated[
-        int, typer.Option("--batch-size", "-b", min=1, help="Images per forward pass.")
-    ] = 32,
-    device: Annotated[Device, typer.Option(help="Where to run.")] = Device.auto,
-    backend: Annotated[
-        BackendName, typer.Option(help="Inference engine (auto = onnx).")
-    ] = BackendName.auto,
+    batch_size: BatchSizeOption = 32,
+    device: DeviceOption = Device.auto,
+    backend: BackendOption = BackendName.auto,
     output_format: Annotated[
         OutputFormat, typer.Option("--format", "-f", help="Output format.")
     ] = OutputFormat.table,
@@ -332,14 +337,10 @@ def eval_command(
     output_format: Annotated[
         EvalFormat, typer.Option("--format", "-f", help="Output format.")
     ] = EvalFormat.table,
-    batch_size: Annotated[
-        int, typer.Option("--batch-size", "-b", min=1, help="Images per forward pass.")
-    ] = 32,
-    device: Annotated[Device, typer.Option(help="Where to run.")] = Device.auto,
-    backend: Annotated[
-        BackendName, typer.Option(help="Inference engine (auto = onnx).")
-    ] = BackendName.auto,
-    revision: Annotated[str | None, typer.Option(help="Hub branch, tag or commit.")] = None,
+    batch_size: BatchSizeOption = 32,
+    device: DeviceOption = Device.auto,
+    backend: BackendOption = BackendName.auto,
+    revision: RevisionOption = None,
 ) -> None:
     """Measure accuracy on one or more domains of a DomainBed-layout dataset.
 
@@ -394,7 +395,7 @@ def info(
         str | None,
         typer.Argument(help="Hub repo id or local model directory. Default: the packaged model."),
     ] = None,
-    revision: Annotated[str | None, typer.Option(help="Hub branch, tag or commit.")] = None,
+    revision: RevisionOption = None,
     as_json: Annotated[
         bool, typer.Option("--json", help="Print config.json plus file sizes as JSON.")
     ] = False,
