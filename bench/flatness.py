@@ -35,7 +35,7 @@ def selected_model(run: Path, member: int = 0) -> tuple[TrainConfig, torch.nn.Mo
     quantized = any(k.endswith("log_step") for k in state)
     model = build_model(
         cfg,
-        7 if cfg.dataset == "PACS" else int(state["classifier.weight"].shape[0]),
+        int(state["classifier.weight"].shape[0]),
         quantized,
         torch.device("cpu"),
     )

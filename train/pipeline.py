@@ -94,11 +94,11 @@ def _cpu_data(data: RunData) -> RunData:
 
 
 def convert_and_report(
-    cfg: TrainConfig, result: MemberResult, data: RunData, repo_dir: Path
+    cfg: TrainConfig, result: MemberResult, cpu: RunData, repo_dir: Path
 ) -> tuple[Member, dict[str, Any]]:
-    """Convert one member, write its files, and measure fake-quant vs torch int8 vs ONNX."""
+    """Convert one member, write its files, and measure fake-quant vs torch int8 vs ONNX
+    (``cpu``: the run's data on the CPU, where conversion and onnxruntime work)."""
     onnx_name, weights_name = member_file_names(result.index)
-    cpu = _cpu_data(data)
     calibration = calibration_batches(cpu, cfg.calibration_images, seed=cfg.seed + result.index)
     converted = convert_member(result.model, cfg.bits, calibration, repo_dir / onnx_name)
     save_member_weights(
@@ -218,6 +218,7 @@ def run(cfg: TrainConfig, resume: bool = False, report: Reporter | None = None) 
     emit = report or (lambda event, payload: None)
     device = resolve_device(cfg.device)
     data = load_run_data(cfg, device, emit)
+    cpu_data = _cpu_data(data)  # once: conversion, calibration and onnxruntime work on the CPU
     dataset_name = data.dataset_name
     norm = normalization_for(cfg.backbone)
     for error in data.errors:
@@ -255,7 +256,7 @@ def run(cfg: TrainConfig, resume: bool = False, report: Reporter | None = None) 
             continue
         converted = _already_converted(out / f"member-{index}" / "report.json", result, repo_dir)
         if converted is None:
-            converted = convert_and_report(cfg, result, data, repo_dir)
+            converted = convert_and_report(cfg, result, cpu_data, repo_dir)
             (out / f"member-{index}" / "report.json").write_text(json.dumps(converted[1], indent=2))
         member, member_report = converted
         members.append(member)
@@ -273,9 +274,9 @@ def run(cfg: TrainConfig, resume: bool = False, report: Reporter | None = None) 
         if cfg.merge_members and len(members) > 1:
             ensemble_name = "ensemble.onnx"
             merge_members(onnx_paths, repo_dir / ensemble_name)
-            ensemble_eval = evaluate_run(_onnx_predictor(repo_dir / ensemble_name), _cpu_data(data))
+            ensemble_eval = evaluate_run(_onnx_predictor(repo_dir / ensemble_name), cpu_data)
         else:
-            ensemble_eval = _mean_logits_eval(onnx_paths, data)
+            ensemble_eval = _mean_logits_eval(onnx_paths, cpu_data)
         summary["ensemble"] = ensemble_eval
         command = (
             "qtdog train " + " ".join(shlex.quote(a) for a in sys.argv[2:])
@@ -353,13 +354,13 @@ def run(cfg: TrainConfig, resume: bool = False, report: Reporter | None = None) 
     return summary
 
 
-def _mean_logits_eval(paths: list[Path], data: RunData) -> dict[str, Any]:
+def _mean_logits_eval(paths: list[Path], cpu: RunData) -> dict[str, Any]:
     predictors = [_onnx_predictor(p) for p in paths]
 
     def ensemble(x: torch.Tensor) -> torch.Tensor:
         return torch.stack([p(x) for p in predictors]).mean(dim=0)
 
-    return evaluate_run(ensemble, _cpu_data(data))
+    return evaluate_run(ensemble, cpu)
 
 
 __all__ = ["REPO_DIR", "calibration_batches", "load_run_data", "run"]

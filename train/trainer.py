@@ -179,18 +179,15 @@ def train_member(
         with log_path.open("a") as handle:
             handle.write(json.dumps(record) + "\n")
 
-    def predict(x: torch.Tensor) -> torch.Tensor:
-        return model(x)
-
     forward = compiled_forward(cfg, model, device)
     started = time.perf_counter() - elapsed
     running_loss, running_n = 0.0, 0
     for step in range(start_step, cfg.steps):
         if cfg.algorithm == "qtdog" and step == cfg.q_start and not is_quantized(model):
             model.eval()
-            before = evaluate_run(predict, data)
+            before = evaluate_run(model, data)
             optimizer = _switch_to_quantized(cfg, model, optimizer)
-            after = evaluate_run(predict, data)
+            after = evaluate_run(model, data)
             switch = {"event": "switch", "step": step, "before": before, "after": after}
             log(switch)
             if on_event:
@@ -207,7 +204,7 @@ def train_member(
         metrics: dict[str, Any] = {"loss": float(loss.detach())}
         if done % cfg.eval_every == 0 or done == cfg.steps:
             model.eval()
-            result = evaluate_run(predict, data)
+            result = evaluate_run(model, data)
             record = {
                 "step": done,
                 "loss": running_loss / running_n,
