@@ -92,7 +92,7 @@ def test_tiny_qtdog_run_converts_every_conv_to_int8(tiny_run: dict) -> None:
         assert report["torch_int8_convs"] == [49, 49]
         for key in ("fake_quant", "torch_int8", "onnx_int8"):
             assert set(report[key]["test"]) == {"sketch"}
-        assert 0.0 <= report["agreement_torch_int8_vs_onnx"] <= 1.0
+        assert report["agreement_torch_int8_vs_onnx"] >= 0.99
     repo = Path(tiny_run["repository"])
     config = json.loads((repo / "config.json").read_text())
     assert config["labels"] == ["circle", "square", "triangle"]

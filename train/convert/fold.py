@@ -7,6 +7,13 @@ multiplies output channel ``k`` by ``g_k = gamma_k / sqrt(var_k + eps)``:
 the integers stay the same (sign-flipped where ``g_k < 0``) and the scale
 becomes ``scale_k * |g_k|``. The BatchNorm is left as an exact identity, so
 any graph tool that folds BN again changes nothing.
+
+A channel that BatchNorm switched off (``|g_k|`` near zero, as some
+ImageNet-pretrained channels are) would get a folded scale so small that its
+bias no longer fits the int32 that int8 runtimes keep it in (scale of the
+bias = input scale x weight scale): onnxruntime silently wraps it around.
+Such a channel computes its bias alone anyway, so its integers become zero
+and its scale is raised to the smallest one that keeps the bias in range.
 """
 
 from __future__ import annotations
@@ -20,6 +27,11 @@ from torch.nn.utils import parametrize
 
 from qtdog_sdk.errors import QTDoGError
 from qtdog_train.quant.lsq import conv_modules, weight_integers_and_scales
+
+#: Smallest activation scale the int8 graph may use (the calibration observer's ``eps``).
+MIN_ACTIVATION_SCALE = 2.0**-12
+#: Largest |bias| / (activation scale x weight scale) allowed: int32 with a 2x margin.
+MAX_BIAS_LEVEL = 2.0**30
 
 
 @dataclass
@@ -107,8 +119,13 @@ def fold_batchnorm(plain: nn.Module, convs: dict[str, QuantizedConv]) -> None:
             shift = shift + conv.bias * g
         entry = convs[name]
         sign = torch.where(g < 0, -1, 1).to(torch.int8)
-        entry.folded_levels = entry.levels * sign.view(-1, 1, 1, 1)
-        entry.folded_scale = entry.scale * g.abs()
+        levels = entry.levels * sign.view(-1, 1, 1, 1)
+        scale = entry.scale * g.abs()
+        floor = shift.abs() / (MIN_ACTIVATION_SCALE * MAX_BIAS_LEVEL)
+        switched_off = scale < floor
+        levels[switched_off] = 0
+        entry.folded_levels = levels
+        entry.folded_scale = torch.where(switched_off, floor, scale)
         conv.weight.copy_(entry.folded_levels.float() * entry.folded_scale.view(-1, 1, 1, 1))
         conv.bias = nn.Parameter(shift.detach().clone())
         _set_identity(bn)

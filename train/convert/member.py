@@ -15,6 +15,7 @@ from qtdog_train.convert.fold import (
     fold_batchnorm,
     integer_state_dict,
 )
+from qtdog_train.convert.integer_exact import integer_exact
 from qtdog_train.convert.onnx_export import export_onnx, int8_conv_coverage
 from qtdog_train.convert.pt2e import convert_to_int8, count_quantized_convs
 from qtdog_train.quant.lsq import is_quantized
@@ -26,7 +27,8 @@ class ConvertedMember:
 
     state: dict[str, torch.Tensor]
     weight_quantized: nn.Module
-    int8_graph: fx.GraphModule
+    int8_graph: fx.GraphModule  # pt2e's Q/DQ graph: what ONNX is exported from
+    int8_model: fx.GraphModule  # the same graph with its convs computed like integer kernels
     onnx_path: Path
     torch_int8_convs: tuple[int, int]
     onnx_int8_convs: tuple[int, int]
@@ -54,11 +56,13 @@ def convert_member(
     check_same_outputs(weight_quantized, plain, calibration[0][:4], "BatchNorm folding")
     graph = convert_to_int8(plain, list(convs.values()), calibration)
     export_onnx(graph, calibration[0][:2], onnx_path)
+    int8_model = integer_exact(graph)
     return ConvertedMember(
         state=state,
         weight_quantized=weight_quantized,
         int8_graph=graph,
+        int8_model=int8_model,
         onnx_path=onnx_path,
-        torch_int8_convs=count_quantized_convs(graph),
+        torch_int8_convs=(int8_model.integer_convs, count_quantized_convs(graph)[1]),
         onnx_int8_convs=int8_conv_coverage(onnx_path),
     )

@@ -1,0 +1,92 @@
+"""Int8 conversion on a small conv net: BN folding of switched-off channels, int32
+biases, and the torch int8 model computing exactly what onnxruntime computes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+ort = pytest.importorskip("onnxruntime")
+
+from torch import nn  # noqa: E402
+
+from qtdog_train.convert.member import convert_member  # noqa: E402
+
+SWITCHED_OFF = 2  # a channel BatchNorm scales to ~0, with a large positive shift
+
+
+def _net() -> nn.Module:
+    torch.manual_seed(0)
+    net = nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1, bias=False),
+        nn.BatchNorm2d(8),
+        nn.ReLU6(),
+        nn.Conv2d(8, 8, 3, padding=1, groups=8, bias=False),
+        nn.BatchNorm2d(8),
+        nn.ReLU6(),
+        nn.Conv2d(8, 16, 1, bias=False),
+        nn.BatchNorm2d(16),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(16, 5),
+    )
+    with torch.no_grad():
+        for module in net:
+            if isinstance(module, nn.BatchNorm2d):
+                module.weight.uniform_(0.5, 1.5)
+                module.bias.uniform_(-0.5, 0.5)
+                module.running_mean.uniform_(-0.2, 0.2)
+                module.running_var.uniform_(0.5, 2.0)
+        net[1].weight[SWITCHED_OFF] = 1e-12
+        net[1].bias[SWITCHED_OFF] = 3.0
+    return net.eval()
+
+
+def _onnx_logits(path: Path, x: torch.Tensor) -> np.ndarray:
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    return session.run(None, {session.get_inputs()[0].name: x.numpy()})[0]
+
+
+@pytest.fixture(scope="module")
+def converted(tmp_path_factory: pytest.TempPathFactory):
+    generator = torch.Generator().manual_seed(1)
+    calibration = [torch.randn(16, 3, 24, 24, generator=generator) for _ in range(2)]
+    out = tmp_path_factory.mktemp("conversion") / "net.onnx"
+    return convert_member(_net(), 7, calibration, out)
+
+
+def test_switched_off_channel_computes_its_bias_alone_and_fits_int32(converted) -> None:
+    import onnx
+    from onnx import numpy_helper
+
+    first = next(m for n, m in converted.int8_model.named_modules() if n.endswith("conv2d"))
+    assert torch.count_nonzero(first.weight[SWITCHED_OFF]) == 0
+    assert int(first.bias.abs().max()) < 2**31 - 1
+    graph = onnx.load(str(converted.onnx_path)).graph
+    dequantized = {n.input[0] for n in graph.node if n.op_type == "DequantizeLinear"}
+    biases = [
+        numpy_helper.to_array(t)
+        for t in graph.initializer
+        if t.data_type == onnx.TensorProto.INT32 and t.name in dequantized
+    ]
+    assert len(biases) == 3  # every conv's bias is stored as int32, as QLinearConv adds it
+    assert max(int(np.abs(b.astype(np.int64)).max()) for b in biases) < 2**31 - 1
+
+
+def test_torch_int8_and_onnx_compute_the_same_integers(converted) -> None:
+    x = torch.randn(64, 3, 24, 24, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        torch_int8 = converted.int8_model(x).numpy()
+        weight_only = converted.weight_quantized(x).numpy()
+    onnx_int8 = _onnx_logits(converted.onnx_path, x)
+    assert converted.torch_int8_convs == (3, 3)
+    assert converted.onnx_int8_convs == (3, 3)
+    np.testing.assert_allclose(torch_int8, onnx_int8, atol=1e-4)
+    assert (torch_int8.argmax(1) == onnx_int8.argmax(1)).all()
+    # activation quantization moves the logits a little, never as a wrapped-around bias would
+    assert np.abs(onnx_int8 - weight_only).max() < 0.1 * np.abs(weight_only).max()

@@ -1,0 +1,179 @@
+"""Run a converted (Q/DQ) graph's convs with the arithmetic of integer kernels.
+
+pt2e's reference graph computes each quantized conv as ``dequantize -> float32
+conv -> quantize``. That is an approximation of what int8 runtimes do:
+onnxruntime's QLinearConv (MLAS) accumulates ``(x - zx) * w`` exactly in
+int32, adds the int32 bias, converts to float32, multiplies by
+``float32(sx * sw / sy)``, rounds half to even and adds ``zy``. The float32
+conv on dequantized values rounds every product and partial sum instead, and
+on a 49-conv network those last-bit differences move enough outputs across a
+rounding boundary, then cascade, to flip ~1% of top-1 predictions on
+uncertain images. This pass replaces each ``conv [-> clamp] -> quantize``
+by :class:`IntegerConv`, which computes exactly what QLinearConv computes,
+so the torch int8 model and the ONNX model run the same integer graph.
+Everything else (residual adds, pads, pooling, the float classifier) stays
+as pt2e wrote it.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+import torch.nn.functional as F
+import torchao.quantization.pt2e  # noqa: F401  (registers the quantized_decomposed ops)
+from torch import fx, nn
+
+from qtdog_sdk.errors import QTDoGError
+
+aten = torch.ops.aten
+_qd = torch.ops.quantized_decomposed
+_CONV = {aten.conv2d.default}
+_CLAMP = {aten.hardtanh.default, aten.hardtanh_.default, aten.clamp.default}
+_RELU = {aten.relu.default, aten.relu_.default}
+_QUANTIZE = {_qd.quantize_per_tensor.default}
+_DEQUANTIZE = {_qd.dequantize_per_tensor.default}
+_DEQUANTIZE_CHANNEL = {_qd.dequantize_per_channel.default}
+#: float32 represents every integer below this exactly.
+_FLOAT32_EXACT = 2**24
+
+
+class IntegerConv(nn.Module):
+    """uint8 activations in, uint8 out: int32 accumulation + float32 requantization."""
+
+    def __init__(
+        self,
+        weight: torch.Tensor,
+        bias: torch.Tensor,
+        multiplier: torch.Tensor,
+        input_zero_point: int,
+        output_zero_point: int,
+        output_range: tuple[float, float],
+        conv_args: tuple[list[int], list[int], list[int], int],
+    ) -> None:
+        super().__init__()
+        self.register_buffer("weight", weight.to(torch.float32))
+        self.register_buffer("bias", bias.to(torch.int64).view(1, -1, 1, 1))
+        self.register_buffer("multiplier", multiplier.to(torch.float32).view(1, -1, 1, 1))
+        self.input_zero_point = input_zero_point
+        self.output_zero_point = output_zero_point
+        self.low, self.high = output_range
+        self.stride, self.padding, self.dilation, self.groups = conv_args
+
+    def _accumulate(self, x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        return F.conv2d(
+            x.to(dtype),
+            self.weight.to(dtype),
+            None,
+            self.stride,
+            self.padding,
+            self.dilation,
+            self.groups,
+        )
+
+    def forward(self, q: torch.Tensor) -> torch.Tensor:
+        x = q.to(torch.float32) - self.input_zero_point
+        acc = self._accumulate(x, torch.float32)
+        if acc.abs().max() >= _FLOAT32_EXACT:  # partial sums may have been rounded
+            acc = self._accumulate(x, torch.float64)
+        total = acc.round().to(torch.int64) + self.bias
+        scaled = total.to(torch.float32) * self.multiplier
+        scaled = scaled.clamp(self.low, self.high)
+        return (torch.round(scaled) + self.output_zero_point).to(torch.uint8)
+
+
+def _attr(module: nn.Module, node: fx.Node) -> torch.Tensor:
+    if node.op != "get_attr":
+        raise QTDoGError(f"{node.name}: expected a constant of the graph")
+    value: object = module
+    for part in str(node.target).split("."):
+        value = getattr(value, part)
+    assert isinstance(value, torch.Tensor)
+    return value
+
+
+def _scalar(value: object) -> float:
+    return float(value.item()) if isinstance(value, torch.Tensor) else float(value)  # type: ignore[arg-type]
+
+
+def _integer_conv(gm: fx.GraphModule, conv: fx.Node) -> tuple[IntegerConv, fx.Node, fx.Node] | None:
+    """The IntegerConv for ``conv``, its uint8 input and the quantize node it replaces."""
+    args = list(conv.args) + [None] * (7 - len(conv.args))
+    dq_x, dq_w, dq_b, stride, padding, dilation, groups = args
+    if not (isinstance(dq_x, fx.Node) and dq_x.target in _DEQUANTIZE):
+        return None
+    if not (isinstance(dq_w, fx.Node) and dq_w.target in _DEQUANTIZE_CHANNEL):
+        return None
+    low, high = -float("inf"), float("inf")
+    tail = conv
+    users = list(conv.users)
+    if len(users) == 1 and users[0].target in _CLAMP:
+        low, high = _scalar(users[0].args[1]), _scalar(users[0].args[2])
+        tail, users = users[0], list(users[0].users)
+    elif len(users) == 1 and users[0].target in _RELU:
+        low = 0.0
+        tail, users = users[0], list(users[0].users)
+    if len(users) != 1 or users[0].target not in _QUANTIZE:
+        return None
+    quantize = users[0]
+    if quantize.args[0] is not tail:
+        return None
+    x_scale, x_zero = _scalar(dq_x.args[1]), int(_scalar(dq_x.args[2]))
+    y_scale, y_zero = _scalar(quantize.args[1]), int(_scalar(quantize.args[2]))
+    y_min, y_max = int(quantize.args[3]), int(quantize.args[4])
+    weight = _attr(gm, dq_w.args[0])
+    w_scale = _attr(gm, dq_w.args[1]).to(torch.float32)
+    if isinstance(dq_b, fx.Node):
+        if dq_b.target not in _DEQUANTIZE_CHANNEL:
+            return None  # a float bias: leave this conv to the reference graph
+        bias = _attr(gm, dq_b.args[0])
+    else:
+        bias = torch.zeros(weight.shape[0], dtype=torch.int32)
+    # Computed in float32 in this order, as onnxruntime computes its output scales.
+    multiplier = torch.tensor(x_scale, dtype=torch.float32) * w_scale
+    multiplier = multiplier / torch.tensor(y_scale, dtype=torch.float32)
+    out_low = max(y_min - y_zero, low / y_scale)
+    out_high = min(y_max - y_zero, high / y_scale)
+    module = IntegerConv(
+        weight,
+        bias,
+        multiplier,
+        x_zero,
+        y_zero,
+        (out_low, out_high),
+        (
+            list(stride or [1, 1]),
+            list(padding or [0, 0]),
+            list(dilation or [1, 1]),
+            int(groups or 1),
+        ),
+    )
+    return module, dq_x.args[0], quantize  # type: ignore[return-value]
+
+
+def integer_exact(graph: fx.GraphModule) -> fx.GraphModule:
+    """A copy of ``graph`` whose quantized convs run as :class:`IntegerConv`."""
+    gm = copy.deepcopy(graph)
+    replaced = 0
+    for conv in [n for n in gm.graph.nodes if n.op == "call_function" and n.target in _CONV]:
+        found = _integer_conv(gm, conv)
+        if found is None:
+            continue
+        module, q_input, quantize = found
+        name = f"integer_{conv.name}"
+        gm.add_submodule(name, module)
+        with gm.graph.inserting_before(quantize):
+            node = gm.graph.call_module(name, (q_input,))
+        quantize.replace_all_uses_with(node)
+        # erase the float chain explicitly: in-place clamps count as impure for DCE
+        chain = [quantize]
+        while chain[-1] is not conv:
+            chain.append(chain[-1].args[0])  # type: ignore[arg-type]
+        for dead in chain:
+            gm.graph.erase_node(dead)
+        replaced += 1
+    gm.graph.eliminate_dead_code()
+    gm.delete_all_unused_submodules()
+    gm.recompile()
+    gm.integer_convs = replaced  # type: ignore[assignment]
+    return gm
