@@ -168,23 +168,32 @@ def upload_folder(
     token: str | bool | None = None,
     commit_message: str = "Upload qtdog model",
     revision: str | None = None,
+    space_sdk: str | None = None,
+    delete_patterns: list[str] | None = None,
 ) -> Any:
-    """Create the model repository if needed and upload a folder as one commit.
+    """Create the repository if needed and upload a folder as one commit.
 
-    Returns huggingface_hub's ``CommitInfo`` (``.oid`` is the new commit hash).
+    A model repository, or with ``space_sdk`` (e.g. ``"gradio"``) a Space.
+    Remote files matching ``delete_patterns`` that the folder does not have are
+    deleted in the same commit. Returns huggingface_hub's ``CommitInfo``
+    (``.oid`` is the new commit hash).
     """
     from huggingface_hub import HfApi
     from huggingface_hub import errors as hf_errors
 
     api = HfApi(endpoint=hub_endpoint(), token=token, library_name="qtdog")
+    repo_type = "space" if space_sdk else "model"
     try:
-        api.create_repo(repo_id, repo_type="model", private=private, exist_ok=True)
+        api.create_repo(
+            repo_id, repo_type=repo_type, private=private, exist_ok=True, space_sdk=space_sdk
+        )
         return api.upload_folder(
             folder_path=str(folder),
             repo_id=repo_id,
-            repo_type="model",
+            repo_type=repo_type,
             revision=revision,
             commit_message=commit_message,
+            delete_patterns=delete_patterns,
         )
     except hf_errors.HFValidationError as exc:
         raise QTDoGError(f"{repo_id!r}: not a valid Hub repo id ({_short(exc)})") from None

@@ -1,7 +1,7 @@
 """A tiny in-memory Hugging Face Hub for tests, served over real loopback HTTP.
 
 It implements just the endpoints the real ``huggingface_hub`` client calls for
-``create_repo``, ``upload_folder`` (preupload answers "regular" for every
+``create_repo`` (models, and Spaces: ``state.repos["spaces/<id>"]``), ``upload_folder`` (preupload answers "regular" for every
 file, so no LFS/Xet is involved; the commit is NDJSON with base64 content),
 ``repo_info``/revision info, tree listing, ``paths-info`` and ``resolve``
 (HEAD/GET with ``X-Repo-Commit``, ``ETag`` = git blob sha1, ``Content-Length``).
@@ -45,6 +45,7 @@ class Commit:
 class Repo:
     repo_id: str
     private: bool = False
+    space_sdk: str | None = None  # set for Spaces
     commits: dict[str, Commit] = field(default_factory=dict)
     branches: dict[str, str] = field(default_factory=dict)
 
@@ -139,7 +140,7 @@ class _Handler(BaseHTTPRequestHandler):
         return commit
 
     # -------------------------------------------------------------- routing
-    _API = re.compile(r"^/api/models/(?P<repo>[^/]+/[^/]+|[^/]+)(?P<rest>/.*)?$")
+    _API = re.compile(r"^/api/(?P<kind>models|spaces)/(?P<repo>[^/]+/[^/]+|[^/]+)(?P<rest>/.*)?$")
     _RESOLVE = re.compile(r"^/(?P<repo>[^/]+/[^/]+|[^/]+)/resolve/(?P<rev>[^/]+)/(?P<path>.+)$")
 
     def _route(self, method: str) -> None:
@@ -154,7 +155,9 @@ class _Handler(BaseHTTPRequestHandler):
         if (m := self._RESOLVE.match(path)) and method in ("GET", "HEAD"):
             return self._resolve(m["repo"], m["rev"], unquote(m["path"]), head=method == "HEAD")
         if m := self._API.match(path):
-            repo_id, rest = m["repo"], m["rest"] or ""
+            rest = m["rest"] or ""
+            # Spaces live beside models under a prefixed key (the Hub keeps them apart too).
+            repo_id = m["repo"] if m["kind"] == "models" else f"spaces/{m['repo']}"
             if method == "GET" and rest == "":
                 return self._info(repo_id, "main")
             if method == "GET" and (r := re.match(r"^/revision/(.+)$", rest)):
@@ -183,9 +186,14 @@ class _Handler(BaseHTTPRequestHandler):
     def _create_repo(self) -> None:
         payload = json.loads(self._body() or b"{}")
         name, org = payload.get("name"), payload.get("organization")
-        if payload.get("type", "model") not in ("model", None):
-            return self._error(400, "only model repos are supported")
+        kind = payload.get("type") or "model"
+        if kind not in ("model", "space"):
+            return self._error(400, "only model repos and Spaces are supported")
+        if kind == "space" and not payload.get("sdk"):
+            return self._error(400, "a Space needs an sdk")
         repo_id = f"{org}/{name}" if org else name
+        if kind == "space":
+            repo_id = f"spaces/{repo_id}"
         with self.state.lock:
             if repo_id in self.state.repos:
                 return self._json(
@@ -195,7 +203,7 @@ class _Handler(BaseHTTPRequestHandler):
                         "url": f"{self.endpoint}/{repo_id}",
                     },
                 )
-            repo = Repo(repo_id, private=bool(payload.get("private")))
+            repo = Repo(repo_id, private=bool(payload.get("private")), space_sdk=payload.get("sdk"))
             self.state.repos[repo_id] = repo
             self.state.new_commit(repo, "initial commit", {".gitattributes": GITATTRIBUTES})
         self._json(200, {"url": f"{self.endpoint}/{repo_id}", "name": repo_id, "id": repo_id})
