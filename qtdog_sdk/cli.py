@@ -567,6 +567,13 @@ _register_optional(
     "Serve the interactive Gradio demo. Example: qtdog demo --model owner/qtdog-pacs",
     "demo",
 )
+_register_optional(
+    "space",
+    "qtdog_serve.cli",
+    "space_command",
+    "Write the demo as a self-contained Hugging Face Space folder. Example: qtdog space my-space --model runs/pacs/model",
+    "demo",
+)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -65,7 +65,7 @@ def test_version() -> None:
     assert result.stdout.strip() == f"qtdog {__version__}"
 
 
-@pytest.mark.parametrize("command", [[], ["predict"], ["eval"], ["info"], ["push"]])
+@pytest.mark.parametrize("command", [[], ["predict"], ["eval"], ["info"], ["push"], ["space"]])
 def test_help_has_examples(command: list[str]) -> None:
     result = qtdog(*command, "--help")
     assert result.returncode == 0, result.stderr

@@ -8,7 +8,6 @@ committed example images.
 from __future__ import annotations
 
 import os
-import runpy
 import socket
 import subprocess
 import sys
@@ -267,20 +266,6 @@ def test_demo_command_reports_a_missing_model_in_one_line(tmp_path: Path):
     assert result.returncode == 2
     assert result.stderr.strip().startswith("error:") and str(missing) in result.stderr
     assert "Traceback" not in result.stderr
-
-
-def test_space_app_builds_the_same_demo(tiny_repo: Path, monkeypatch):
-    import gradio as gr
-
-    monkeypatch.setenv("QTDOG_MODEL", str(tiny_repo))
-    space = runpy.run_path(str(EXAMPLES.parent / "serve" / "space" / "app.py"))  # not __main__
-    demo = space["demo"]
-    assert isinstance(demo, gr.Blocks)
-    assert "predict" in {fn.api_name for fn in demo.fns.values()}
-    requirements = (EXAMPLES.parent / "serve" / "space" / "requirements.txt").read_text()
-    assert [line for line in requirements.splitlines() if line and not line.startswith("#")] == [
-        "qtdog[demo]"
-    ]
 
 
 # ----------------------------------------------------------------- examples/
