@@ -23,24 +23,12 @@ from qtdog_train.config import TrainConfig
 from qtdog_train.convert.fold import dequantized_copy
 from qtdog_train.pipeline import calibration_batches, load_run_data
 from qtdog_train.quant.lsq import is_quantized
-from qtdog_train.trainer import build_model
+from qtdog_train.trainer import load_selected_model
 
 
 def selected_model(run: Path, member: int = 0) -> tuple[TrainConfig, torch.nn.Module]:
-    cfg = TrainConfig.from_dict(json.loads((run / "run.json").read_text()))
-    ckpt = torch.load(
-        run / f"member-{member}" / "checkpoint.pt", map_location="cpu", weights_only=True
-    )
-    state = ckpt.get("best_model", ckpt["model"])
-    quantized = any(k.endswith("log_step") for k in state)
-    model = build_model(
-        cfg,
-        int(state["classifier.weight"].shape[0]),
-        quantized,
-        torch.device("cpu"),
-    )
-    model.load_state_dict(state)
-    model.eval()
+    """The selected model as deployed: a QT-DoG model as its dequantized float network."""
+    cfg, model = load_selected_model(run, member)
     if is_quantized(model):
         model, _ = dequantized_copy(model, cfg.bits)
     return cfg, model

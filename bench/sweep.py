@@ -12,6 +12,7 @@ Arms (all under one protocol: resolution, steps, q_start, batch, lr):
   qtdog-official   QT-DoG --official-compat (the released code's behaviour)
   eoq5             5 QT-DoG members, int8 ONNX ensemble (mean logits)
   qtdog-b8 .. -b4  bit-width ablation
+  qtdog-slrN       step-size learning rate N x lr (default: = lr)
 
 CPU protocol (hours on 2 cores):
     python bench/sweep.py --data ../shared/data/PACS --protocol cpu112 --image-size 112 --steps 600 --q-start 240 --eval-every 100
@@ -31,7 +32,18 @@ from typing import Any
 from qtdog_train.config import TrainConfig
 from qtdog_train.data.datasets import KNOWN_DATASETS
 
-ARMS = ("erm", "qtdog", "qtdog-official", "eoq5", "qtdog-b8", "qtdog-b6", "qtdog-b5", "qtdog-b4")
+ARMS = (
+    "erm",
+    "qtdog",
+    "qtdog-official",
+    "eoq5",
+    "qtdog-b8",
+    "qtdog-b6",
+    "qtdog-b5",
+    "qtdog-b4",
+    "qtdog-slr10",
+    "qtdog-slr100",
+)
 
 
 def arm_config(arm: str, base: dict[str, Any]) -> dict[str, Any]:
@@ -47,6 +59,8 @@ def arm_config(arm: str, base: dict[str, Any]) -> dict[str, Any]:
         cfg.update(algorithm="qtdog", members=5, export=True)
     elif match := re.fullmatch(r"qtdog-b(\d)", arm):
         cfg.update(algorithm="qtdog", bits=int(match.group(1)), members=1, export=False)
+    elif match := re.fullmatch(r"qtdog-slr(\d+)", arm):
+        cfg.update(algorithm="qtdog", s_lr=int(match.group(1)) * cfg["lr"], members=1, export=False)
     else:
         raise SystemExit(f"unknown arm {arm!r}; choose from {', '.join(ARMS)}")
     return cfg

@@ -18,30 +18,40 @@ from qtdog_train.convert.member import convert_member  # noqa: E402
 SWITCHED_OFF = 2  # a channel BatchNorm scales to ~0, with a large positive shift
 
 
+class _Net(nn.Module):
+    """Stem, a depthwise-separable residual block (conv+BN+ReLU6, add) and a float head."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(
+            nn.Conv2d(3, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8), nn.ReLU6()
+        )
+        self.block = nn.Sequential(
+            nn.Conv2d(8, 8, 3, padding=1, groups=8, bias=False),
+            nn.BatchNorm2d(8),
+            nn.ReLU6(),
+            nn.Conv2d(8, 8, 1, bias=False),
+            nn.BatchNorm2d(8),
+        )
+        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 5))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stem(x)
+        return self.head(x + self.block(x))
+
+
 def _net() -> nn.Module:
     torch.manual_seed(0)
-    net = nn.Sequential(
-        nn.Conv2d(3, 8, 3, padding=1, bias=False),
-        nn.BatchNorm2d(8),
-        nn.ReLU6(),
-        nn.Conv2d(8, 8, 3, padding=1, groups=8, bias=False),
-        nn.BatchNorm2d(8),
-        nn.ReLU6(),
-        nn.Conv2d(8, 16, 1, bias=False),
-        nn.BatchNorm2d(16),
-        nn.AdaptiveAvgPool2d(1),
-        nn.Flatten(),
-        nn.Linear(16, 5),
-    )
+    net = _Net()
     with torch.no_grad():
-        for module in net:
+        for module in net.modules():
             if isinstance(module, nn.BatchNorm2d):
                 module.weight.uniform_(0.5, 1.5)
                 module.bias.uniform_(-0.5, 0.5)
                 module.running_mean.uniform_(-0.2, 0.2)
                 module.running_var.uniform_(0.5, 2.0)
-        net[1].weight[SWITCHED_OFF] = 1e-12
-        net[1].bias[SWITCHED_OFF] = 3.0
+        net.stem[1].weight[SWITCHED_OFF] = 1e-12
+        net.stem[1].bias[SWITCHED_OFF] = 3.0
     return net.eval()
 
 
@@ -79,6 +89,10 @@ def test_switched_off_channel_computes_its_bias_alone_and_fits_int32(converted) 
 
 
 def test_torch_int8_and_onnx_compute_the_same_integers(converted) -> None:
+    from qtdog_train.convert.integer_exact import IntegerAdd, IntegerConv
+
+    kinds = [type(m) for m in converted.int8_model.modules()]
+    assert kinds.count(IntegerConv) == 3 and kinds.count(IntegerAdd) == 1
     x = torch.randn(64, 3, 24, 24, generator=torch.Generator().manual_seed(2))
     with torch.no_grad():
         torch_int8 = converted.int8_model(x).numpy()

@@ -39,7 +39,7 @@ REPO_DIR = "model"
 Reporter = Callable[[str, dict[str, Any]], None]
 
 
-def _onnx_predictor(path: Path, threads: int = 0) -> Callable[[torch.Tensor], torch.Tensor]:
+def onnx_predictor(path: Path, threads: int = 0) -> Callable[[torch.Tensor], torch.Tensor]:
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -115,7 +115,7 @@ def convert_and_report(
         "fake_quant": run_predictions(converted.weight_quantized, cpu),
         # the int8 graph runs slowly in eager mode: measured on the test domains only
         "torch_int8": run_predictions(converted.int8_model, cpu, include_val=False),
-        "onnx_int8": run_predictions(_onnx_predictor(converted.onnx_path), cpu),
+        "onnx_int8": run_predictions(onnx_predictor(converted.onnx_path), cpu),
     }
     report = {
         "member": result.index,
@@ -274,7 +274,7 @@ def run(cfg: TrainConfig, resume: bool = False, report: Reporter | None = None) 
         if cfg.merge_members and len(members) > 1:
             ensemble_name = "ensemble.onnx"
             merge_members(onnx_paths, repo_dir / ensemble_name)
-            ensemble_eval = evaluate_run(_onnx_predictor(repo_dir / ensemble_name), cpu_data)
+            ensemble_eval = evaluate_run(onnx_predictor(repo_dir / ensemble_name), cpu_data)
         else:
             ensemble_eval = _mean_logits_eval(onnx_paths, cpu_data)
         summary["ensemble"] = ensemble_eval
@@ -355,7 +355,7 @@ def run(cfg: TrainConfig, resume: bool = False, report: Reporter | None = None) 
 
 
 def _mean_logits_eval(paths: list[Path], cpu: RunData) -> dict[str, Any]:
-    predictors = [_onnx_predictor(p) for p in paths]
+    predictors = [onnx_predictor(p) for p in paths]
 
     def ensemble(x: torch.Tensor) -> torch.Tensor:
         return torch.stack([p(x) for p in predictors]).mean(dim=0)

@@ -74,6 +74,23 @@ def build_model(
     return model.to(device, memory_format=torch.channels_last)
 
 
+def load_selected_model(run_dir: Path, member: int = 0) -> tuple[TrainConfig, nn.Module]:
+    """The selected (best source-validation) model of a run's member, as it was trained:
+    LSQ-quantized for QT-DoG, float for ERM; on the CPU, in eval mode."""
+    run_dir = Path(run_dir)
+    cfg = TrainConfig.from_dict(json.loads((run_dir / "run.json").read_text()))
+    ckpt = torch.load(
+        run_dir / f"member-{member}" / CHECKPOINT_NAME, map_location="cpu", weights_only=True
+    )
+    state = ckpt.get("best_model", ckpt["model"])
+    quantized = any(k.endswith("log_step") for k in state)
+    model = build_model(
+        cfg, int(state["classifier.weight"].shape[0]), quantized, torch.device("cpu")
+    )
+    model.load_state_dict(state)
+    return cfg, model.eval()
+
+
 def build_optimizer(cfg: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
     """Adam over what trains now. After the switch: weights + step sizes (paper), or,
     with ``official_compat``, only BatchNorm affine and the classifier (the released code)."""

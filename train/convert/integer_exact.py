@@ -10,9 +10,10 @@ on a 49-conv network those last-bit differences move enough outputs across a
 rounding boundary, then cascade, to flip ~1% of top-1 predictions on
 uncertain images. This pass replaces each ``conv [-> clamp] -> quantize``
 by :class:`IntegerConv`, which computes exactly what QLinearConv computes,
-so the torch int8 model and the ONNX model run the same integer graph.
-Everything else (residual adds, pads, pooling, the float classifier) stays
-as pt2e wrote it.
+and each ``dequantize + dequantize -> add -> quantize`` (residual adds) by
+:class:`IntegerAdd`, the float32 arithmetic of MLAS's QLinearAdd, so the
+torch int8 model and the ONNX model run the same integer graph. Pads,
+pooling and the float classifier stay as pt2e wrote them.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ _qd = torch.ops.quantized_decomposed
 _CONV = {aten.conv2d.default}
 _CLAMP = {aten.hardtanh.default, aten.hardtanh_.default, aten.clamp.default}
 _RELU = {aten.relu.default, aten.relu_.default}
+_ADD = {aten.add.Tensor, aten.add_.Tensor}
 _QUANTIZE = {_qd.quantize_per_tensor.default}
 _DEQUANTIZE = {_qd.dequantize_per_tensor.default}
 _DEQUANTIZE_CHANNEL = {_qd.dequantize_per_channel.default}
@@ -80,6 +82,55 @@ class IntegerConv(nn.Module):
         scaled = total.to(torch.float32) * self.multiplier
         scaled = scaled.clamp(self.low, self.high)
         return (torch.round(scaled) + self.output_zero_point).to(torch.uint8)
+
+
+class IntegerAdd(nn.Module):
+    """uint8 + uint8 -> uint8 as MLAS's AVX2 QLinearAdd computes it, in float32:
+    ``round(fma(a, sa/sc, fma(b, sb/sc, fixed)))`` with ``fixed = zc - (za*sa/sc + zb*sb/sc)``.
+
+    A float32 fused multiply-add is emulated exactly in float64: the product of
+    a uint8 and a float32 is exact there, and so is its sum with a float32 of
+    similar magnitude, leaving the single rounding to float32 that FMA does.
+    """
+
+    def __init__(
+        self, a: tuple[float, int], b: tuple[float, int], out: tuple[float, int, int, int]
+    ) -> None:
+        super().__init__()
+        f32 = torch.float32
+        (sa, za), (sb, zb), (sc, zc, self.low, self.high) = a, b, out
+        self.ratio_a = torch.tensor(sa, dtype=f32) / torch.tensor(sc, dtype=f32)
+        self.ratio_b = torch.tensor(sb, dtype=f32) / torch.tensor(sc, dtype=f32)
+        self.fixed = torch.tensor(float(zc), dtype=f32) - (self.ratio_a * za + self.ratio_b * zb)
+
+    @staticmethod
+    def _fma(x: torch.Tensor, ratio: torch.Tensor, addend: torch.Tensor) -> torch.Tensor:
+        exact = x.to(torch.float64) * ratio.double() + addend.to(torch.float64)
+        return exact.to(torch.float32)
+
+    def forward(self, qa: torch.Tensor, qb: torch.Tensor) -> torch.Tensor:
+        value = self._fma(qa, self.ratio_a, self._fma(qb, self.ratio_b, self.fixed))
+        return torch.round(value).clamp(self.low, self.high).to(torch.uint8)
+
+
+def _integer_add(add: fx.Node) -> tuple[IntegerAdd, tuple[fx.Node, fx.Node], fx.Node] | None:
+    """The IntegerAdd for ``add``, its two uint8 inputs and the quantize node it replaces."""
+    dq_a, dq_b = add.args[0], add.args[1]
+    if len(add.args) > 2 or add.kwargs.get("alpha", 1) != 1:
+        return None
+    if not all(isinstance(d, fx.Node) and d.target in _DEQUANTIZE for d in (dq_a, dq_b)):
+        return None
+    users = list(add.users)
+    if len(users) != 1 or users[0].target not in _QUANTIZE:
+        return None
+    quantize = users[0]
+
+    def qparams(node: fx.Node) -> tuple[float, int]:
+        return _scalar(node.args[1]), int(_scalar(node.args[2]))
+
+    out = (*qparams(quantize), int(quantize.args[3]), int(quantize.args[4]))
+    module = IntegerAdd(qparams(dq_a), qparams(dq_b), out)  # type: ignore[arg-type]
+    return module, (dq_a.args[0], dq_b.args[0]), quantize  # type: ignore[return-value]
 
 
 def _attr(module: nn.Module, node: fx.Node) -> torch.Tensor:
@@ -152,9 +203,21 @@ def _integer_conv(gm: fx.GraphModule, conv: fx.Node) -> tuple[IntegerConv, fx.No
 
 
 def integer_exact(graph: fx.GraphModule) -> fx.GraphModule:
-    """A copy of ``graph`` whose quantized convs run as :class:`IntegerConv`."""
+    """A copy of ``graph`` whose quantized convs and adds run as integer kernels do."""
     gm = copy.deepcopy(graph)
     replaced = 0
+    for add in [n for n in gm.graph.nodes if n.op == "call_function" and n.target in _ADD]:
+        found_add = _integer_add(add)
+        if found_add is None:
+            continue
+        module_add, inputs, quantize = found_add
+        name = f"integer_{add.name}"
+        gm.add_submodule(name, module_add)
+        with gm.graph.inserting_before(quantize):
+            node = gm.graph.call_module(name, inputs)
+        quantize.replace_all_uses_with(node)
+        gm.graph.erase_node(quantize)
+        gm.graph.erase_node(add)
     for conv in [n for n in gm.graph.nodes if n.op == "call_function" and n.target in _CONV]:
         found = _integer_conv(gm, conv)
         if found is None:
