@@ -1,0 +1,52 @@
+"""Activation cost of int8 conversion against the size of the calibration set.
+
+Re-converts one member's selected model, calibrating activations on N source-domain
+training images for each N given, and prints source-holdout and held-out-domain accuracy
+of the weight-quantized model (float activations) and of the ONNX int8 model:
+
+    python bench/calibration_size.py runs/pacs-sketch-qtdog-eoq5 --member 2 --images 1024 64
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+from pathlib import Path
+
+import torch
+
+from qtdog_train.convert.member import convert_member
+from qtdog_train.evaluation import run_predictions, summarize
+from qtdog_train.pipeline import calibration_batches, load_run_data, onnx_predictor
+from qtdog_train.trainer import load_selected_model
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("run", type=Path)
+    parser.add_argument("--member", type=int, default=0)
+    parser.add_argument("--images", type=int, nargs="+", default=[64, 256, 1024])
+    args = parser.parse_args()
+    cfg, model = load_selected_model(args.run, args.member)
+    data = load_run_data(cfg, torch.device("cpu"))
+    weights_only = None
+    for count in args.images:
+        calibration = calibration_batches(data, count, seed=cfg.seed + args.member)
+        with tempfile.TemporaryDirectory() as tmp:
+            converted = convert_member(model, cfg.bits, calibration, Path(tmp) / "m.onnx")
+            if weights_only is None:
+                weights_only = summarize(run_predictions(converted.weight_quantized, data), data)
+            onnx = summarize(run_predictions(onnx_predictor(converted.onnx_path), data), data)
+        print(
+            f"member {args.member} calibration {count}: "
+            f"source val {100 * weights_only['val_acc']:.2f} -> {100 * onnx['val_acc']:.2f} | "
+            f"{'+'.join(data.test_domains)} {100 * weights_only['test_acc']:.2f} -> "
+            f"{100 * onnx['test_acc']:.2f}",
+            flush=True,
+        )
+
+
+if __name__ == "__main__":
+    main()
