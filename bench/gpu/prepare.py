@@ -14,8 +14,8 @@ so this script writes, into git-ignored folders of the checkout:
 
 then prints what would travel and fails if it is over the limit.
 
-    python bench/gpu/prepare.py                       # data/PACS-128 + .whl
-    python bench/gpu/prepare.py --size 112            # smaller, if 128 does not fit
+    python bench/gpu/prepare.py                       # data/PACS-112 + .whl (fits the 64 MiB)
+    python bench/gpu/prepare.py --size 128            # larger: over 64 MiB with the tree of 2026-11-26
 
 Re-running is cheap: images already converted (newer than their source) and
 wheels already downloaded are kept. See bench/gpu/README.md for the device call.
@@ -279,7 +279,7 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--source", type=Path, default=REPO.parent / "shared/data/PACS")
-    parser.add_argument("--size", type=int, default=128, help="shorter side in px")
+    parser.add_argument("--size", type=int, default=112, help="shorter side in px")
     parser.add_argument(
         "--out", type=Path, default=None, help="default: data/PACS-<size> in the repo"
     )
