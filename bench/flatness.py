@@ -96,7 +96,10 @@ def main() -> None:
             labels = torch.cat(ys)
             data_cache[key] = [(x, labels[i * 64 : i * 64 + len(x)]) for i, x in enumerate(xs)]
         curve = flatness(model, data_cache[key], args.gammas, args.directions, seed=0)
-        name = f"{cfg.algorithm}{' (official)' if cfg.official_compat else ''} [{run.name}]"
+        variant = " (official)" if cfg.official_compat else ""
+        if cfg.algorithm == "qtdog":
+            variant += f" {cfg.bits}-bit" + (f", s-lr {cfg.s_lr:g}" if cfg.s_lr else "")
+        name = f"{cfg.algorithm}{variant} [{run}]"  # the full path: sweep runs share a folder name
         results[name] = {"gammas": args.gammas, "loss_increase": curve}
         print(
             name,
