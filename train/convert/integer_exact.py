@@ -202,39 +202,38 @@ def _integer_conv(gm: fx.GraphModule, conv: fx.Node) -> tuple[IntegerConv, fx.No
     return module, dq_x.args[0], quantize  # type: ignore[return-value]
 
 
+def _swap_in(
+    gm: fx.GraphModule, op: fx.Node, module: nn.Module, inputs: tuple, quantize: fx.Node
+) -> None:
+    """Replace the chain ``op [-> clamp] -> quantize`` by ``module(*inputs)``.
+
+    The float chain is erased explicitly: in-place clamps count as impure for DCE.
+    """
+    name = f"integer_{op.name}"
+    gm.add_submodule(name, module)
+    with gm.graph.inserting_before(quantize):
+        node = gm.graph.call_module(name, inputs)
+    quantize.replace_all_uses_with(node)
+    chain = [quantize]
+    while chain[-1] is not op:
+        chain.append(chain[-1].args[0])  # type: ignore[arg-type]
+    for dead in chain:
+        gm.graph.erase_node(dead)
+
+
 def integer_exact(graph: fx.GraphModule) -> fx.GraphModule:
     """A copy of ``graph`` whose quantized convs and adds run as integer kernels do."""
     gm = copy.deepcopy(graph)
-    replaced = 0
     for add in [n for n in gm.graph.nodes if n.op == "call_function" and n.target in _ADD]:
-        found_add = _integer_add(add)
-        if found_add is None:
-            continue
-        module_add, inputs, quantize = found_add
-        name = f"integer_{add.name}"
-        gm.add_submodule(name, module_add)
-        with gm.graph.inserting_before(quantize):
-            node = gm.graph.call_module(name, inputs)
-        quantize.replace_all_uses_with(node)
-        gm.graph.erase_node(quantize)
-        gm.graph.erase_node(add)
+        if (found_add := _integer_add(add)) is not None:
+            module_add, inputs, quantize = found_add
+            _swap_in(gm, add, module_add, inputs, quantize)
+    replaced = 0
     for conv in [n for n in gm.graph.nodes if n.op == "call_function" and n.target in _CONV]:
-        found = _integer_conv(gm, conv)
-        if found is None:
-            continue
-        module, q_input, quantize = found
-        name = f"integer_{conv.name}"
-        gm.add_submodule(name, module)
-        with gm.graph.inserting_before(quantize):
-            node = gm.graph.call_module(name, (q_input,))
-        quantize.replace_all_uses_with(node)
-        # erase the float chain explicitly: in-place clamps count as impure for DCE
-        chain = [quantize]
-        while chain[-1] is not conv:
-            chain.append(chain[-1].args[0])  # type: ignore[arg-type]
-        for dead in chain:
-            gm.graph.erase_node(dead)
-        replaced += 1
+        if (found := _integer_conv(gm, conv)) is not None:
+            module, q_input, quantize = found
+            _swap_in(gm, conv, module, (q_input,), quantize)
+            replaced += 1
     gm.graph.eliminate_dead_code()
     gm.delete_all_unused_submodules()
     gm.recompile()
