@@ -1,7 +1,7 @@
 """Aggregate sweep results: mean +- standard error per arm and held-out domain, a markdown table,
 and a bar chart (PNG) per domain.
 
-    python bench/aggregate.py bench/results/sweep_cpu112.jsonl --out bench/results/cpu112
+    python bench/aggregate.py bench/results/sweep_cpu112.jsonl --out docs/plots/cpu112
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ A QT-DoG model is perturbed as it is deployed: its dequantized weights
 on the weights they actually run.
 
     python bench/flatness.py runs/pacs-sketch-erm-s0 runs/pacs-sketch-qtdog-eoq5 \\
-        --out bench/results/flatness.json --plot bench/results/flatness.png
+        --out bench/results/flatness.json --plot docs/plots/flatness.png
 """
 
 from __future__ import annotations
