@@ -10,7 +10,8 @@ Arms (all under one protocol: resolution, steps, q_start, batch, lr):
   erm              DomainBed ERM (float; target accuracy of the selected checkpoint)
   qtdog            QT-DoG, LSQ on every conv from q_start (paper behaviour, fake-quant model)
   qtdog-official   QT-DoG --official-compat (the released code's behaviour)
-  eoq5             5 QT-DoG members, int8 ONNX ensemble (mean logits)
+  eoq5             5 QT-DoG members, int8 ONNX ensemble (mean logits); member 0 is
+                   the qtdog arm's run when that is finished (identical training)
   qtdog-b8 .. -b4  bit-width ablation
   qtdog-slrN       step-size learning rate N x lr (default: = lr)
 
@@ -25,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -88,6 +90,21 @@ def result_line(arm: str, domain: str, trial: int, summary: dict[str, Any]) -> d
     }
 
 
+def reuse_member_zero(qtdog_run: Path, eoq_run: Path) -> None:
+    """EoQ's member 0 is the ``qtdog`` arm's run (same config, seed and data): copy it, once.
+
+    The ensemble then trains members 1-4 only and converts all five; member 0's
+    checkpoint is final, so resuming it goes straight to conversion.
+    """
+    source, target = qtdog_run / "member-0", eoq_run / "member-0"
+    if not (qtdog_run / "summary.json").is_file() or target.exists():
+        return
+    target.mkdir(parents=True)
+    for name in ("checkpoint.pt", "log.jsonl"):
+        shutil.copy2(source / name, target / name)
+    print(f"eoq5: member 0 reused from {qtdog_run}", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -142,6 +159,8 @@ def main() -> None:
                 if (out / "summary.json").is_file():
                     print(f"skip {arm} {domain} trial {trial}: done", flush=True)
                     continue
+                if arm == "eoq5":
+                    reuse_member_zero(root / "qtdog" / domain / f"trial{trial}", out)
                 cfg = TrainConfig(
                     **arm_config(arm, base),
                     out=str(out),
