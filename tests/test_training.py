@@ -82,6 +82,23 @@ def test_augmentation_is_batched_and_in_range() -> None:
     assert torch.equal(y, y2)
 
 
+def test_calibration_batches_plain_and_augmented(shapes_root: Path, tmp_path: Path) -> None:
+    from qtdog_train.pipeline import calibration_batches, load_run_data
+
+    data = load_run_data(tiny_config(shapes_root, tmp_path), torch.device("cpu"))
+    plain = calibration_batches(data, 20, batch=8, seed=3)
+    again = calibration_batches(data, 20, batch=8, seed=3)
+    augmented = calibration_batches(data, 20, batch=8, seed=3, augment=True)
+    assert [b.shape[0] for b in plain] == [8, 8, 4]  # 10 per source domain
+    assert all(torch.equal(a, b) for a, b in zip(plain, again, strict=True))
+    assert [b.shape for b in augmented] == [b.shape for b in plain]
+    assert not any(torch.allclose(a, b) for a, b in zip(plain, augmented, strict=True))
+    # augmented images stay valid images: inside the normalized range of [0, 1] pixels
+    lo = float(((0 - data.mean) / data.std).min())
+    hi = float(((1 - data.mean) / data.std).max())
+    assert all(lo - 1e-5 <= float(b.min()) and float(b.max()) <= hi + 1e-5 for b in augmented)
+
+
 def test_tiny_qtdog_run_converts_every_conv_to_int8(tiny_run: dict) -> None:
     assert len(tiny_run["members"]) == 2
     for report in tiny_run["members"]:

@@ -28,6 +28,7 @@ from qtdog_sdk.format import ONNX_INPUT_NAME, Member, Preprocessing, Quantizatio
 from qtdog_train.config import TrainConfig
 from qtdog_train.convert.member import convert_member
 from qtdog_train.convert.onnx_export import merge_members
+from qtdog_train.data.augment import domainbed_augment
 from qtdog_train.data.datasets import load_dataset
 from qtdog_train.data.loader import RunData, build_run_data
 from qtdog_train.evaluation import agreement, evaluate_run, run_predictions, summarize
@@ -56,9 +57,13 @@ def onnx_predictor(path: Path, threads: int = 0) -> Callable[[torch.Tensor], tor
 
 
 def calibration_batches(
-    data: RunData, count: int, batch: int = 64, seed: int = 0
+    data: RunData, count: int, batch: int = 64, seed: int = 0, augment: bool = False
 ) -> list[torch.Tensor]:
-    """``count`` source-domain training images (balanced over domains, no augmentation), on the CPU."""
+    """``count`` source-domain training images (balanced over domains), on the CPU.
+
+    ``augment`` applies the DomainBed training augmentation to them (crops, flips,
+    color jitter, grayscale): wider activation ranges than the plain images give.
+    """
     generator = torch.Generator().manual_seed(seed)
     per_domain = max(1, count // len(data.source_domains))
     chosen = []
@@ -68,9 +73,13 @@ def calibration_batches(
         chosen.append(part.pixels[index.to(part.pixels.device)].cpu())
     pixels = torch.cat(chosen)
     mean, std = data.mean.cpu(), data.std.cpu()
-    return [
-        ((pixels[i : i + batch].float() / 255.0) - mean) / std for i in range(0, len(pixels), batch)
-    ]
+    batches = []
+    for start in range(0, len(pixels), batch):
+        images = pixels[start : start + batch].float() / 255.0
+        if augment:
+            images = domainbed_augment(images, generator)
+        batches.append((images - mean) / std)
+    return batches
 
 
 def _cpu_data(data: RunData) -> RunData:
