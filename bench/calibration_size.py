@@ -5,6 +5,9 @@ training images for each N given, and prints source-holdout and held-out-domain 
 of the weight-quantized model (float activations) and of the ONNX int8 model:
 
     python bench/calibration_size.py runs/pacs-sketch-qtdog-eoq5 --member 2 --images 1024 64
+    python bench/calibration_size.py runs/pacs-sketch-qtdog-eoq5 --member 2 --images 256 --augment
+
+``--augment`` calibrates on augmented images (the recipe bench/calibration_loso.py compares).
 """
 
 from __future__ import annotations
@@ -28,19 +31,22 @@ def main() -> None:
     parser.add_argument("run", type=Path)
     parser.add_argument("--member", type=int, default=0)
     parser.add_argument("--images", type=int, nargs="+", default=[64, 256, 1024])
+    parser.add_argument("--augment", action="store_true", help="augmented calibration images")
     args = parser.parse_args()
     cfg, model = load_selected_model(args.run, args.member)
     data = load_run_data(cfg, torch.device("cpu"))
     weights_only = None
     for count in args.images:
-        calibration = calibration_batches(data, count, seed=cfg.seed + args.member)
+        calibration = calibration_batches(
+            data, count, seed=cfg.seed + args.member, augment=args.augment
+        )
         with tempfile.TemporaryDirectory() as tmp:
             converted = convert_member(model, cfg.bits, calibration, Path(tmp) / "m.onnx")
             if weights_only is None:
                 weights_only = summarize(run_predictions(converted.weight_quantized, data), data)
             onnx = summarize(run_predictions(onnx_predictor(converted.onnx_path), data), data)
         print(
-            f"member {args.member} calibration {count}: "
+            f"member {args.member} calibration {count}{' augmented' if args.augment else ''}: "
             f"source val {100 * weights_only['val_acc']:.2f} -> {100 * onnx['val_acc']:.2f} | "
             f"{'+'.join(data.test_domains)} {100 * weights_only['test_acc']:.2f} -> "
             f"{100 * onnx['test_acc']:.2f}",

@@ -176,8 +176,11 @@ def test_resume_after_interruption_matches_uninterrupted_run(
 def test_erm_run_and_config_errors(shapes_root: Path, tmp_path: Path) -> None:
     from qtdog_train.pipeline import run
 
-    cfg = tiny_config(shapes_root, tmp_path / "erm", algorithm="erm", bits=8, members=1)
+    cfg = tiny_config(
+        shapes_root, tmp_path / "erm", algorithm="erm", bits=8, members=1, calibration="augmented"
+    )
     summary = run(cfg)
+    assert summary["config"]["calibration"] == "augmented"
     report_file = tmp_path / "erm" / "member-0" / "report.json"
     stamp = report_file.stat().st_mtime_ns
     again = run(cfg, resume=True)  # a finished member is neither retrained nor reconverted
@@ -191,6 +194,8 @@ def test_erm_run_and_config_errors(shapes_root: Path, tmp_path: Path) -> None:
         run(tiny_config(shapes_root, tmp_path / "bad", q_start=50))
     with pytest.raises(QTDoGError, match="--algorithm"):
         run(tiny_config(shapes_root, tmp_path / "bad2", algorithm="sgd"))
+    with pytest.raises(QTDoGError, match="--calibration must be one of plain, augmented"):
+        run(tiny_config(shapes_root, tmp_path / "bad3", calibration="random"))
 
 
 def test_qtdog_train_cli_end_to_end(shapes_root: Path, tmp_path: Path) -> None:

@@ -86,6 +86,13 @@ def train_command(
     calibration_images: Annotated[
         int, typer.Option(help="Source-domain images used to calibrate int8 activations.")
     ] = 256,
+    calibration: Annotated[
+        str,
+        typer.Option(
+            help="Calibration images as they are (plain) or with the training augmentation "
+            "(augmented). plain won on held-out source domains: docs/results.md section 3."
+        ),
+    ] = "plain",
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
     compile: Annotated[
         str, typer.Option(help="torch.compile the training step: auto (on CUDA only), on, off.")
@@ -131,6 +138,7 @@ def train_command(
         trial_seed=trial_seed,
         holdout_fraction=holdout_fraction,
         calibration_images=calibration_images,
+        calibration=calibration,
         device=device,
         compile=compile,
         strict=strict,

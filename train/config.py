@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 ALGORITHMS = ("erm", "qtdog")
+CALIBRATIONS = ("plain", "augmented")
 
 
 @dataclass
@@ -44,6 +45,7 @@ class TrainConfig:
     device: str = "auto"
     compile: str = "auto"
     calibration_images: int = 256
+    calibration: str = "plain"
     strict: bool = False
     export: bool = True
     merge_members: bool = True
@@ -71,6 +73,10 @@ class TrainConfig:
         if self.batch_size < 1 or self.eval_every < 1 or self.image_size < 16:
             raise QTDoGError(
                 "--batch-size and --eval-every must be positive and --image-size at least 16"
+            )
+        if self.calibration not in CALIBRATIONS:
+            raise QTDoGError(
+                f"--calibration must be one of {', '.join(CALIBRATIONS)}, got {self.calibration!r}"
             )
         if self.compile not in ("auto", "on", "off"):
             raise QTDoGError(f"--compile must be auto, on or off, got {self.compile!r}")

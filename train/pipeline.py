@@ -108,7 +108,12 @@ def convert_and_report(
     """Convert one member, write its files, and measure fake-quant vs torch int8 vs ONNX
     (``cpu``: the run's data on the CPU, where conversion and onnxruntime work)."""
     onnx_name, weights_name = member_file_names(result.index)
-    calibration = calibration_batches(cpu, cfg.calibration_images, seed=cfg.seed + result.index)
+    calibration = calibration_batches(
+        cpu,
+        cfg.calibration_images,
+        seed=cfg.seed + result.index,
+        augment=cfg.calibration == "augmented",
+    )
     converted = convert_member(result.model, cfg.bits, calibration, repo_dir / onnx_name)
     save_member_weights(
         converted.state,
