@@ -31,6 +31,43 @@ def fmt(values: list[float]) -> str:
     )
 
 
+def paired_table(rows: list[dict], baseline: str) -> list[str]:
+    """Markdown rows: each arm minus ``baseline`` on the same held-out domain and trial seed.
+
+    Pairing removes the split's difficulty from the comparison; only pairs present for
+    both arms count, so a partly finished sweep still compares like with like.
+    """
+    base = {
+        (r["test_domain"], r["trial_seed"]): r["test_acc"] for r in rows if r["arm"] == baseline
+    }
+    if not base:
+        return []
+    lines = []
+    for arm in dict.fromkeys(r["arm"] for r in rows if r["arm"] != baseline):
+        pairs = [
+            (
+                r["test_domain"],
+                r["trial_seed"],
+                r["test_acc"] - base[(r["test_domain"], r["trial_seed"])],
+            )
+            for r in rows
+            if r["arm"] == arm and (r["test_domain"], r["trial_seed"]) in base
+        ]
+        if not pairs:
+            continue
+        diffs = [d for _, _, d in pairs]
+        names = ", ".join(f"{dom[:1]}{trial}" for dom, trial, _ in pairs)
+        lines.append(
+            f"| {arm} | {fmt(diffs).replace(' (n=', ' (pairs=')} | "
+            f"{sum(d > 0 for d in diffs)} / {len(diffs)} | {names} |"
+        )
+    header = [
+        f"| arm - {baseline} (paired) | mean difference (points) | wins / pairs | pairs |",
+        "|---|---|---|---|",
+    ]
+    return header + lines if lines else []
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -65,6 +102,8 @@ def main() -> None:
             f"| {arm} | " + " | ".join(fmt(acc[arm][d]) for d in domains) + f" | {fmt(complete)} |"
         )
         summary[arm] = {d: mean_se(acc[arm][d]) for d in domains if acc[arm][d]}
+    if paired := paired_table(rows, "erm"):
+        lines += ["", *paired]
     args.out.mkdir(parents=True, exist_ok=True)
     table = "\n".join(lines) + "\n"
     (args.out / "table.md").write_text(table)
