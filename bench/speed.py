@@ -10,6 +10,9 @@ one-graph form the model repository ships (``ensemble.onnx``).
     python bench/speed.py --quick                 # < 1 minute once models are cached
     python bench/speed.py --sizes 224 112 --batches 1 32 --repeats 7 --torch-compile
 
+``--torch-compile`` adds torch.compile (inductor, freezing) of the fp32 model and of the int8
+member's pt2e graph, lowered by torchao's x86 passes to oneDNN int8 convs. The ratios take the
+best int8 backend for the EoQ and the member (each backend's own ratios are in ``details``).
 The last line printed is one JSON object with the ratios.
 """
 
@@ -37,19 +40,13 @@ def _build(size: int) -> dict[str, Path]:
         return paths
     import torch
 
-    from qtdog_train.convert.member import convert_member
     from qtdog_train.convert.onnx_export import export_onnx, merge_members
     from qtdog_train.models.backbones import create_backbone
-    from qtdog_train.quant.lsq import attach_lsq
 
     folder.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(0)
-    model = create_backbone(num_classes=7).eval()
-    example = torch.randn(2, 3, size, size)
-    export_onnx(model, example, paths["fp32"])
-    attach_lsq(model, bits=7, s_init="mse")
-    calibration = [torch.randn(32, 3, size, size).clamp(-1, 1) for _ in range(2)]
-    convert_member(model.eval(), 7, calibration, paths["int8"])
+    export_onnx(create_backbone(num_classes=7).eval(), torch.randn(2, 3, size, size), paths["fp32"])
+    _convert_member(size, paths["int8"])
     merge_members([paths["fp32"]] * MEMBERS, paths["fp32_x5"])
     merge_members([paths["int8"]] * MEMBERS, paths["int8_x5"])
     return paths
@@ -81,6 +78,48 @@ def _rate(run, x: np.ndarray, repeats: int, seconds: float) -> tuple[float, floa
                 break
         rates.append(n / (time.perf_counter() - start))
     return statistics.median(rates), 1000 * statistics.median(latencies)
+
+
+def _convert_member(size: int, onnx_path: Path):
+    """A 7-bit LSQ Lite0 converted by the real pipeline (learned integers, calibrated uint8)."""
+    import torch
+
+    from qtdog_train.convert.member import convert_member
+    from qtdog_train.models.backbones import create_backbone
+    from qtdog_train.quant.lsq import attach_lsq
+
+    torch.manual_seed(1)
+    model = create_backbone(num_classes=7).eval()
+    attach_lsq(model, bits=7, s_init="mse")
+    calibration = [torch.randn(32, 3, size, size).clamp(-1, 1) for _ in range(2)]
+    return convert_member(model.eval(), 7, calibration, onnx_path)
+
+
+def _torch_int8_runners(size: int) -> dict:
+    """The member's pt2e int8 graph compiled by inductor with torchao's x86 int8 lowering
+    (every conv becomes a oneDNN int8 conv): one member, and 5 run one after the other
+    (an EoQ's compute: member weights do not change the cost)."""
+    import tempfile
+
+    import torch
+    import torch._inductor.config as inductor_config
+
+    # importing the x86 inductor quantizer registers the int8 lowering passes
+    import torchao.quantization.pt2e.quantizer.x86_inductor_quantizer  # noqa: F401
+
+    inductor_config.freezing = True
+    with tempfile.TemporaryDirectory() as tmp:
+        compiled = torch.compile(_convert_member(size, Path(tmp) / "m.onnx").int8_graph)
+
+    def runner(copies: int):
+        def run(x: np.ndarray) -> np.ndarray:
+            with torch.inference_mode():
+                inputs = torch.from_numpy(x)
+                return torch.stack([compiled(inputs) for _ in range(copies)]).mean(0).numpy()
+
+        return run
+
+    return {"torch_compiled_int8": runner(1), "torch_compiled_int8_x5": runner(MEMBERS)}
 
 
 def _torch_runner(size: int, compiled: bool):
@@ -141,6 +180,7 @@ def main() -> None:
         runners["torch_eager_fp32"] = _torch_runner(size, compiled=False)
         if args.torch_compile:
             runners["torch_compiled_fp32"] = _torch_runner(size, compiled=True)
+            runners.update(_torch_int8_runners(size))
         sizes_mb = {name: paths[name].stat().st_size / 1e6 for name in paths}
         for batch in args.batches:
             x = np.random.default_rng(0).standard_normal((batch, 3, size, size)).astype(np.float32)
@@ -166,16 +206,24 @@ def main() -> None:
                 for k, v in measured.items()
                 if k in ("onnx_fp32", "torch_eager_fp32", "torch_compiled_fp32")
             )
+            best_eoq = max(v for k, v in measured.items() if k.endswith("int8_x5"))
+            best_member = max(v for k, v in measured.items() if k.endswith("int8"))
             key = f"{size}px_b{batch}"
-            summary[f"eoq_int8_vs_fp32_throughput_ratio_{key}"] = (
-                measured["onnx_int8_x5"] / best_fp32
-            )
+            summary[f"eoq_int8_vs_fp32_throughput_ratio_{key}"] = best_eoq / best_fp32
             summary[f"eoq_int8_vs_fp32_ensemble_throughput_ratio_{key}"] = (
-                measured["onnx_int8_x5"] / measured["onnx_fp32_x5"]
+                best_eoq / measured["onnx_fp32_x5"]
             )
             summary[f"member_int8_vs_fp32_throughput_ratio_{key}"] = (
-                measured["onnx_int8"] / measured["onnx_fp32"]
+                best_member / measured["onnx_fp32"]
             )
+            for backend in ("onnx", "torch_compiled"):  # each int8 backend on its own
+                if f"{backend}_int8" in measured:
+                    summary[f"{backend}_eoq_int8_vs_fp32_throughput_ratio_{key}"] = (
+                        measured[f"{backend}_int8_x5"] / best_fp32
+                    )
+                    summary[f"{backend}_member_int8_vs_onnx_fp32_throughput_ratio_{key}"] = (
+                        measured[f"{backend}_int8"] / measured["onnx_fp32"]
+                    )
         summary[f"eoq_size_vs_fp32_size_ratio_{size}px"] = sizes_mb["int8_x5"] / sizes_mb["fp32"]
     headline_size = 224 if 224 in args.sizes else args.sizes[0]
     headline_batch = 32 if 32 in args.batches else args.batches[-1]
