@@ -54,9 +54,11 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=None, help="write the rows as JSON here")
     args = parser.parse_args()
     rows = []
+    data = None
     for member in args.members:
         cfg, model = load_selected_model(args.run, member)
-        data = load_run_data(cfg, torch.device("cpu"))
+        if data is None:  # the members of one run share its data
+            data = load_run_data(cfg, torch.device("cpu"))
         for domain in data.source_domains:
             view = pseudo_unseen(data, domain)
             weights_only = None

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from qtdog_train.evaluation import evaluate_run
+from qtdog_train.evaluation import evaluate_run, mean_logits
 from qtdog_train.pipeline import load_run_data
 from qtdog_train.trainer import load_selected_model
 
@@ -49,10 +49,7 @@ def main() -> None:
         for (run, member), model in zip(specs, models, strict=True):
             rows.append({"member": f"{run}:{member}", **evaluate_run(model, data)})
             print(json.dumps(rows[-1]), flush=True)
-
-        def ensemble(x: torch.Tensor) -> torch.Tensor:
-            return torch.stack([m(x) for m in models]).mean(dim=0)
-
+        ensemble = mean_logits(models)
         rows.append({"member": f"ensemble of {len(models)}", **evaluate_run(ensemble, data)})
         print(json.dumps(rows[-1]), flush=True)
     if args.out:

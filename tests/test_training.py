@@ -82,6 +82,14 @@ def test_augmentation_is_batched_and_in_range() -> None:
     assert torch.equal(y, y2)
 
 
+def test_mean_logits_averages_the_members() -> None:
+    from qtdog_train.evaluation import mean_logits
+
+    x = torch.randn(4, 3)
+    ensemble = mean_logits([lambda t: 2 * t, lambda t: -t, lambda t: t + 3])
+    assert torch.allclose(ensemble(x), (2 * x - x + x + 3) / 3)
+
+
 def test_calibration_batches_plain_and_augmented(shapes_root: Path, tmp_path: Path) -> None:
     from qtdog_train.pipeline import calibration_batches, load_run_data
 

@@ -12,6 +12,15 @@ Predictor = Callable[[torch.Tensor], torch.Tensor]
 Predictions = dict[str, dict[str, torch.Tensor]]
 
 
+def mean_logits(predictors: list[Predictor]) -> Predictor:
+    """An ensemble predictor: the mean of the members' logits (EoQ's prediction rule)."""
+
+    def ensemble(x: torch.Tensor) -> torch.Tensor:
+        return torch.stack([p(x) for p in predictors]).mean(dim=0)
+
+    return ensemble
+
+
 @torch.no_grad()
 def predictions(
     predict: Predictor, data: RunData, part: DomainTensors, batch_size: int = 256

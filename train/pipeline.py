@@ -31,7 +31,13 @@ from qtdog_train.convert.onnx_export import merge_members
 from qtdog_train.data.augment import domainbed_augment
 from qtdog_train.data.datasets import load_dataset
 from qtdog_train.data.loader import RunData, build_run_data
-from qtdog_train.evaluation import agreement, evaluate_run, run_predictions, summarize
+from qtdog_train.evaluation import (
+    agreement,
+    evaluate_run,
+    mean_logits,
+    run_predictions,
+    summarize,
+)
 from qtdog_train.models.backbones import normalization_for
 from qtdog_train.repository import member_file_names, save_member_weights, write_repository
 from qtdog_train.trainer import MemberResult, resolve_device, train_member
@@ -369,12 +375,7 @@ def run(cfg: TrainConfig, resume: bool = False, report: Reporter | None = None) 
 
 
 def _mean_logits_eval(paths: list[Path], cpu: RunData) -> dict[str, Any]:
-    predictors = [onnx_predictor(p) for p in paths]
-
-    def ensemble(x: torch.Tensor) -> torch.Tensor:
-        return torch.stack([p(x) for p in predictors]).mean(dim=0)
-
-    return evaluate_run(ensemble, cpu)
+    return evaluate_run(mean_logits([onnx_predictor(p) for p in paths]), cpu)
 
 
 __all__ = ["REPO_DIR", "calibration_batches", "load_run_data", "run"]
