@@ -104,3 +104,16 @@ def test_torch_int8_and_onnx_compute_the_same_integers(converted) -> None:
     assert (torch_int8.argmax(1) == onnx_int8.argmax(1)).all()
     # activation quantization moves the logits a little, never as a wrapped-around bias would
     assert np.abs(onnx_int8 - weight_only).max() < 0.1 * np.abs(weight_only).max()
+
+
+def test_folded_batchnorm_is_an_exact_identity_with_positive_eps() -> None:
+    """torch <= 2.11 rejects eps == 0 (the GPU machine's torch failed on it): the folded
+    BatchNorm must keep eps > 0 and still pass activations through unchanged."""
+    from qtdog_train.convert.fold import dequantized_copy, fold_batchnorm
+
+    plain, convs = dequantized_copy(_net(), 7)
+    fold_batchnorm(plain, convs)
+    norms = [m for m in plain.modules() if isinstance(m, nn.BatchNorm2d)]
+    assert norms and all(bn.eps > 0 for bn in norms)
+    x = torch.randn(2, 8, 5, 5)
+    assert all(torch.equal(bn(x), x) for bn in norms)

@@ -80,7 +80,9 @@ def _set_identity(bn: nn.modules.batchnorm._BatchNorm) -> None:
     bn.bias.zero_()
     bn.running_mean.zero_()
     bn.running_var.fill_(1.0)
-    bn.eps = 0.0
+    # Not 0: torch <= 2.11 rejects eps == 0 in batch_norm (seen on the GPU machine's
+    # torch 2.11). 1e-12 is below float32's resolution at 1, so sqrt(1 + eps) == 1 exactly.
+    bn.eps = 1e-12
 
 
 @torch.no_grad()

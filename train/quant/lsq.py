@@ -49,9 +49,9 @@ def init_step_size(weight: torch.Tensor, bits: int, rule: str = "mse") -> torch.
         s = w.abs().amax(dim=1) / qp
     elif rule == "mse":
         base = w.abs().amax(dim=1, keepdim=True) / qp
-        best_err = torch.full((w.shape[0],), float("inf"))
+        best_err = torch.full((w.shape[0],), float("inf"), device=w.device)
         s = base.squeeze(1).clone()
-        for fraction in torch.linspace(0.2, 1.0, 81):
+        for fraction in torch.linspace(0.2, 1.0, 81).tolist():
             cand = (base * fraction).clamp_min(tiny)
             err = ((torch.clamp(torch.round(w / cand), -qn, qp) * cand - w) ** 2).sum(dim=1)
             better = err < best_err
