@@ -7,6 +7,7 @@ Prints a markdown table and, last, one JSON line.
 
     python bench/predict_speed.py                     # the packaged model
     python bench/predict_speed.py runs/pacs/model --repeats 7
+    python bench/predict_speed.py --backends torch --device cuda --batches 1,32,256
 """
 
 from __future__ import annotations
@@ -77,6 +78,9 @@ def main() -> None:
     parser.add_argument("--backends", default="onnx,torch")
     parser.add_argument("--batches", default="1,32")
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument(
+        "--device", default="cpu", help="cpu or cuda (the torch backend runs bf16 there)"
+    )
     args = parser.parse_args()
 
     from qtdog_sdk import QTDoGEnsemble, QTDoGError
@@ -87,7 +91,7 @@ def main() -> None:
     for backend in args.backends.split(","):
         try:
             start = time.perf_counter()
-            model = QTDoGEnsemble.from_pretrained(args.model, backend=backend, device="cpu")
+            model = QTDoGEnsemble.from_pretrained(args.model, backend=backend, device=args.device)
             load_s = time.perf_counter() - start
         except QTDoGError as exc:
             print(f"{backend}: skipped ({exc})", file=sys.stderr)
@@ -96,6 +100,7 @@ def main() -> None:
             "architecture": model.config.architecture,
             "members": model.num_members,
             "input": list(model.config.preprocessing.size),
+            "device": model.device,
         }
         row: dict[str, float | None] = {"load_s": load_s}
         for batch in batches:
@@ -103,9 +108,12 @@ def main() -> None:
         results[backend] = row
     cold = cold_start(args.model, max(1, args.repeats // 2))
 
-    print(
-        f"model: {args.model or 'packaged default'}  {info}  ({platform.processor() or platform.machine()})"
-    )
+    machine = platform.processor() or platform.machine()
+    if args.device == "cuda":
+        import torch
+
+        machine = torch.cuda.get_device_name(0)
+    print(f"model: {args.model or 'packaged default'}  {info}  ({machine})")
     print()
     print("| backend | load (s) | " + " | ".join(f"batch {b} (img/s)" for b in batches) + " |")
     print("|---|---|" + "---|" * len(batches))
@@ -114,7 +122,17 @@ def main() -> None:
         print(f"| {backend} | {row['load_s']:.2f} | {cells} |")
     print()
     print(f"cold start of `qtdog predict` (1 image): {cold:.2f} s" if cold else "cold start: n/a")
-    print(json.dumps({"model": args.model, **info, "backends": results, "cold_start_s": cold}))
+    print(
+        json.dumps(
+            {
+                "model": args.model,
+                "machine": machine,
+                **info,
+                "backends": results,
+                "cold_start_s": cold,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -127,6 +127,12 @@ def main() -> None:
     parser.add_argument("--s-init", default="mse")
     parser.add_argument("--device", default="auto")
     parser.add_argument(
+        "--compile",
+        choices=("auto", "on", "off"),
+        default="auto",
+        help="torch.compile the training step (auto: on CUDA); off pays no compile time per run",
+    )
+    parser.add_argument(
         "--results", type=Path, default=Path("bench/results"), help="where results.jsonl is copied"
     )
     args = parser.parse_args()
@@ -143,6 +149,7 @@ def main() -> None:
         "lr": args.lr,
         "s_init": args.s_init,
         "device": args.device,
+        "compile": args.compile,
     }
     from qtdog_train.pipeline import run
 

@@ -254,3 +254,25 @@ def test_qtdog_train_cli_end_to_end(shapes_root: Path, tmp_path: Path) -> None:
         timeout=120,
     )
     assert bad.returncode == 2 and "Traceback" not in bad.stderr and "nowhere" in bad.stderr
+
+
+def test_compile_policy_compiles_only_where_it_pays(shapes_root: Path) -> None:
+    """auto: never on the CPU, on CUDA only the quantized phase with enough steps left."""
+    from qtdog_train.trainer import AUTO_COMPILE_MIN_STEPS, build_model, compiled_forward
+
+    cfg = tiny_config(shapes_root, "unused")
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")  # compile is lazy: no GPU needed
+    float_model = build_model(cfg, 3, quantized=False, device=cpu)
+    lsq_model = build_model(cfg, 3, quantized=True, device=cpu)
+    many = AUTO_COMPILE_MIN_STEPS
+
+    def compiles(model, device, steps, mode="auto") -> bool:
+        cfg.compile = mode
+        return compiled_forward(cfg, model, device, steps) is not model
+
+    assert not compiles(lsq_model, cpu, 10 * many)
+    assert not compiles(float_model, cuda, 10 * many)
+    assert not compiles(lsq_model, cuda, many - 1)
+    assert compiles(lsq_model, cuda, many)
+    assert compiles(float_model, cpu, 1, mode="on")
+    assert not compiles(lsq_model, cuda, 10 * many, mode="off")

@@ -95,7 +95,11 @@ def train_command(
     ] = "plain",
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
     compile: Annotated[
-        str, typer.Option(help="torch.compile the training step: auto (on CUDA only), on, off.")
+        str,
+        typer.Option(
+            help="torch.compile the training forward: on, off, or auto (on CUDA, the "
+            "quantized phase when >= 1500 steps remain; measured in docs/results.md)."
+        ),
     ] = "auto",
     strict: Annotated[
         bool, typer.Option("--strict", help="Fail on a corrupt image instead of skipping it.")

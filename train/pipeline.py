@@ -26,8 +26,6 @@ from qtdog_sdk._version import __version__
 from qtdog_sdk.errors import QTDoGError
 from qtdog_sdk.format import ONNX_INPUT_NAME, Member, Preprocessing, Quantization
 from qtdog_train.config import TrainConfig
-from qtdog_train.convert.member import convert_member
-from qtdog_train.convert.onnx_export import merge_members
 from qtdog_train.data.augment import domainbed_augment
 from qtdog_train.data.datasets import load_dataset
 from qtdog_train.data.loader import RunData, build_run_data
@@ -120,6 +118,8 @@ def convert_and_report(
         seed=cfg.seed + result.index,
         augment=cfg.calibration == "augmented",
     )
+    from qtdog_train.convert.member import convert_member  # torchao: only when converting
+
     converted = convert_member(result.model, cfg.bits, calibration, repo_dir / onnx_name)
     save_member_weights(
         converted.state,
@@ -293,6 +293,8 @@ def run(cfg: TrainConfig, resume: bool = False, report: Reporter | None = None) 
         onnx_paths = [repo_dir / m.onnx for m in members]
         if cfg.merge_members and len(members) > 1:
             ensemble_name = "ensemble.onnx"
+            from qtdog_train.convert.onnx_export import merge_members
+
             merge_members(onnx_paths, repo_dir / ensemble_name)
             ensemble_eval = evaluate_run(onnx_predictor(repo_dir / ensemble_name), cpu_data)
         else:

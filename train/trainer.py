@@ -117,7 +117,7 @@ def build_optimizer(cfg: TrainConfig, model: nn.Module) -> torch.optim.Optimizer
     )
 
 
-def _switch_to_quantized(
+def switch_to_quantized(
     cfg: TrainConfig, model: nn.Module, optimizer: torch.optim.Optimizer
 ) -> torch.optim.Optimizer:
     """Attach LSQ and rebuild the optimizer, keeping Adam's moments of the weights."""
@@ -136,13 +136,46 @@ def _switch_to_quantized(
     return new_optimizer
 
 
+#: ``compile="auto"`` on CUDA compiles the LSQ (quantized) phase only, and only when at
+#: least this many steps remain. Measured on an H200 at 112 px, batch 3 x 32
+#: (docs/results.md, section 9): the compiled float step was no faster than eager (28.5
+#: vs 27.0 ms), the quantized step 2.3x faster (32.4 vs 73.0 ms: eager LSQ is many small
+#: kernels), and compiling the quantized graph took ~60 s, ~1500 steps to earn back.
+AUTO_COMPILE_MIN_STEPS = 1500
+
+
 def compiled_forward(
-    cfg: TrainConfig, model: nn.Module, device: torch.device
+    cfg: TrainConfig, model: nn.Module, device: torch.device, steps_left: int
 ) -> Callable[[torch.Tensor], torch.Tensor]:
-    """The training forward: ``torch.compile``d on CUDA (an eager Lite0 step is launch-bound
-    there), eager on CPU where compiling costs minutes; ``cfg.compile`` = auto | on | off."""
-    use = cfg.compile == "on" or (cfg.compile == "auto" and device.type == "cuda")
-    return torch.compile(model) if use else model
+    """The training forward for the phase starting now: ``torch.compile``d or eager.
+
+    ``cfg.compile``: ``on`` always compiles, ``off`` never; ``auto`` compiles on CUDA
+    once the model is quantized and ``steps_left >= AUTO_COMPILE_MIN_STEPS`` (never on
+    the CPU, where compiling costs minutes)."""
+    if cfg.compile == "on":
+        return torch.compile(model)
+    worth_it = is_quantized(model) and steps_left >= AUTO_COMPILE_MIN_STEPS
+    if cfg.compile == "auto" and device.type == "cuda" and worth_it:
+        return torch.compile(model)
+    return model
+
+
+def train_step(
+    cfg: TrainConfig,
+    model: nn.Module,
+    forward: Callable[[torch.Tensor], torch.Tensor],
+    optimizer: torch.optim.Optimizer,
+    data: RunData,
+    generator: torch.Generator,
+) -> torch.Tensor:
+    """One optimizer step on a fresh balanced, augmented minibatch; returns the loss (on device)."""
+    set_train_mode(model)
+    x, y = data.sample_batch(cfg.batch_size, generator)
+    loss = F.cross_entropy(forward(x), y)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return loss
 
 
 def _rng_state(generator: torch.Generator) -> dict[str, torch.Tensor]:
@@ -196,25 +229,21 @@ def train_member(
         with log_path.open("a") as handle:
             handle.write(json.dumps(record) + "\n")
 
-    forward = compiled_forward(cfg, model, device)
+    forward = compiled_forward(cfg, model, device, cfg.steps - start_step)
     started = time.perf_counter() - elapsed
     running_loss, running_n = 0.0, 0
     for step in range(start_step, cfg.steps):
         if cfg.algorithm == "qtdog" and step == cfg.q_start and not is_quantized(model):
             model.eval()
             before = evaluate_run(model, data)
-            optimizer = _switch_to_quantized(cfg, model, optimizer)
+            optimizer = switch_to_quantized(cfg, model, optimizer)
+            forward = compiled_forward(cfg, model, device, cfg.steps - step)
             after = evaluate_run(model, data)
             switch = {"event": "switch", "step": step, "before": before, "after": after}
             log(switch)
             if on_event:
                 on_event("switch", switch)
-        set_train_mode(model)
-        x, y = data.sample_batch(cfg.batch_size, generator)
-        loss = F.cross_entropy(forward(x), y)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        loss = train_step(cfg, model, forward, optimizer, data, generator)
         running_loss += float(loss.detach())
         running_n += 1
         done = step + 1
@@ -274,4 +303,4 @@ def train_member(
     )
 
 
-__all__ = ["MemberResult", "build_model", "resolve_device", "train_member"]
+__all__ = ["MemberResult", "build_model", "resolve_device", "train_member", "train_step"]
