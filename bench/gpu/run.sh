@@ -1,19 +1,33 @@
 #!/usr/bin/env bash
 # The one command of a GPU loan (see bench/gpu/README.md): install the carried wheels,
-# make the checkout's packages importable, print the GPU and the stack, then run
-# bench/sweep.py on the carried compact PACS under a wall-clock guard, so that the runs
-# finished before the guard still come back in $OUT.
+# make the checkout's packages importable, print the GPU and the stack, warm the decoded
+# pixel cache, then, each stage under its own time limit so one failure costs only itself:
+#   1. bench/train_speed.py: ms/step of the trainer's step, eager vs torch.compile, float
+#      vs LSQ (the GPU to itself, so the timings are clean);
+#   2. bench/predict_speed.py: the packaged model on the GPU (torch backend, bf16);
+#   3. bench/sweep.py, one process per held-out domain in parallel (an eager step of Lite0
+#      at 112 px is launch-bound, so one process leaves the GPU mostly idle), with the CUDA
+#      tests (tests/test_cuda.py) beside them; the sweeps stop MARGIN_S before WALL_S, and
+#      the runs finished by then come back in $OUT.
 #
 #   bash bench/gpu/run.sh [extra bench/sweep.py arguments, which override the defaults]
 #
-# Defaults: the reduced protocol of docs/results.md section 1 (112 px, 600 steps, LSQ from
-# step 240, eval every 100), arms erm + qtdog, trial seed 0, every held-out domain with
-# sketch first (the domain the CPU numbers have), so a guard hit still leaves pairs.
+# Sweep defaults: the reduced protocol of docs/results.md section 1 (112 px, 600 steps,
+# LSQ from step 240, eval every 100), compile off (see docs/results.md: compiling costs
+# more than it saves on a 600-step run), arms erm + qtdog over trial seeds 0 1 2, then
+# qtdog-official with the time left.
 #
 # Environment (all optional):
-#   WALL_S     the device call's timeout_s; the sweep is stopped MARGIN_S before it (600)
+#   WALL_S     the device call's timeout_s; everything stops MARGIN_S before it (590)
 #   MARGIN_S   seconds kept for copying results back (25)
-#   DATA       the compact dataset (default: the one data/PACS-* folder that was carried)
+#   SPEED_S    limit of the training-speed stage (200); PREDICT_S of the prediction one (45)
+#   SPEED_ARGS extra bench/train_speed.py arguments
+#   DOMAINS    held-out domains, one sweep process each ("sketch art_painting cartoon photo")
+#   PHASES     arm lists run one after another by each process, ';'-separated
+#              ("erm qtdog;qtdog-official")
+#   TRIALS     trial seeds ("0 1 2")
+#   THREADS    CPU threads per sweep process (4)
+#   DATA       the compact dataset (default: the one carried data/PACS-*.tar.gz, unpacked to /tmp)
 #   PROTOCOL   the sweep's protocol name, a folder under SWEEP_OUT (gpu112)
 #   DEVICE     cuda | cpu (cuda; cpu only to rehearse this script without a GPU)
 #   OUT        where results come back ($OUT on the device machine; /tmp/qtdog-gpu-out here)
@@ -25,8 +39,15 @@ set -uo pipefail
 START=$(date +%s)
 cd "$(dirname "$0")/../.." || exit 2
 REPO=$PWD
-WALL_S=${WALL_S:-600}
+WALL_S=${WALL_S:-590}
 MARGIN_S=${MARGIN_S:-25}
+SPEED_S=${SPEED_S:-200}
+PREDICT_S=${PREDICT_S:-45}
+SPEED_ARGS=${SPEED_ARGS:-}
+DOMAINS=${DOMAINS:-sketch art_painting cartoon photo}
+PHASES=${PHASES:-erm qtdog;qtdog-official}
+TRIALS=${TRIALS:-0 1 2}
+THREADS=${THREADS:-4}
 PROTOCOL=${PROTOCOL:-gpu112}
 DEVICE=${DEVICE:-cuda}
 OUT=${OUT:-/tmp/qtdog-gpu-out}
@@ -46,18 +67,21 @@ fail() {
 main() {
 	for arg in "$@"; do
 		case $arg in
-		--data | --protocol | --out | --device | --results | --data=* | --protocol=* | --out=* | --device=* | --results=*)
-			fail "pass $arg through the environment (DATA, PROTOCOL, SWEEP_OUT, DEVICE), not as an argument"
+		--data | --protocol | --out | --device | --results | --test-domains | --arms | --trial-seeds | --data=* | --protocol=* | --out=* | --device=* | --results=*)
+			fail "pass $arg through the environment (DATA, PROTOCOL, SWEEP_OUT, DEVICE, DOMAINS, PHASES, TRIALS), not as an argument"
 			;;
 		esac
 	done
 
 	if [[ -z ${DATA:-} ]]; then
 		shopt -s nullglob
-		found=(data/PACS-*/)
+		found=(data/PACS-*.tar.gz)
 		shopt -u nullglob
-		[[ ${#found[@]} -eq 1 ]] || fail "expected one carried data/PACS-* folder, found ${#found[@]}: set DATA"
-		DATA=${found[0]%/}
+		[[ ${#found[@]} -eq 1 ]] || fail "expected one carried data/PACS-*.tar.gz, found ${#found[@]}: set DATA"
+		mkdir -p /tmp/qtdog-data
+		tar -xzf "${found[0]}" -C /tmp/qtdog-data || fail "unpacking ${found[0]}"
+		name=$(basename "${found[0]}" .tar.gz)
+		DATA=/tmp/qtdog-data/$name
 	fi
 	[[ -d $DATA ]] || fail "$DATA: no such folder (was it in carry?)"
 
@@ -108,20 +132,70 @@ if device.startswith("cuda"):
     print(f"GPU {p.name}, {p.total_memory / 2**30:.0f} GiB, {p.multi_processor_count} SMs")
 ds = load_dataset(data, "PACS")
 print(f"{data}: {len(ds)} images, domains {ds.domains}, {len(ds.classes)} classes")
+from qtdog_train.config import TrainConfig
+from qtdog_train.pipeline import load_run_data
+t = time.time()
+run_data = load_run_data(TrainConfig(data=data, test_domains=["sketch"], image_size=112, out="unused"), torch.device("cpu"))
+print(f"decoded-pixel cache warm in {time.time() - t:.1f} s ({len(run_data.errors)} unreadable)")
 EOF
 
-	elapsed=$(($(date +%s) - START))
-	guard=$((WALL_S - MARGIN_S - elapsed))
-	[[ $guard -ge 30 ]] || fail "only ${guard} s left for the sweep (WALL_S=$WALL_S)"
-	echo "== sweep (guard ${guard} s; setup took ${elapsed} s)"
-	timeout -k 10 "$guard" "$PYTHON" bench/sweep.py \
-		--data "$DATA" --protocol "$PROTOCOL" --out "$SWEEP_OUT" --device "$DEVICE" \
-		--results "$SWEEP_OUT/copied" \
-		--image-size 112 --steps 600 --q-start 240 --eval-every 100 \
-		--arms erm qtdog --trial-seeds 0 --test-domains sketch art_painting cartoon photo \
-		"$@"
-	status=$?
-	[[ $status -eq 124 || $status -eq 137 ]] && echo "== wall-clock guard hit: the sweep was stopped after ${guard} s"
+	deadline=$((START + WALL_S - MARGIN_S))
+	left() { echo $((deadline - $(date +%s))); }
+	echo "== setup took $(($(date +%s) - START)) s"
+
+	limit=$(($(left) < SPEED_S ? $(left) : SPEED_S))
+	echo "== training speed (limit ${limit} s)"
+	# shellcheck disable=SC2086
+	timeout -k 10 "$limit" "$PYTHON" bench/train_speed.py --data "$DATA" --device "$DEVICE" \
+		--image-size 112 --algorithms qtdog --modes eager compiled --steps 40 --windows 3 \
+		--out "$OUT/train_speed.jsonl" $SPEED_ARGS
+	echo "== training speed: exit $?"
+
+	limit=$(($(left) < PREDICT_S ? $(left) : PREDICT_S))
+	echo "== prediction speed, packaged model (limit ${limit} s)"
+	timeout -k 10 "$limit" "$PYTHON" bench/predict_speed.py --backends torch --device "$DEVICE" \
+		--batches 1,32,256 --repeats 3 2>&1 | tee "$OUT/predict_speed.txt"
+	echo "== prediction speed: exit ${PIPESTATUS[0]}"
+
+	[[ $(left) -ge 30 ]] || fail "only $(left) s left for the sweeps"
+	echo "== CUDA tests, in the background (log in $OUT/pytest_cuda.txt)"
+	timeout -k 10 "$(left)" "$PYTHON" -m pytest tests/test_cuda.py -q -p no:cacheprovider \
+		>"$OUT/pytest_cuda.txt" 2>&1 &
+	tests_pid=$!
+
+	logs=$SWEEP_OUT/logs
+	mkdir -p "$logs"
+	echo "== sweeps: ${DOMAINS} in parallel, phases '${PHASES}', trials ${TRIALS} ($(left) s left)"
+	pids=()
+	for domain in $DOMAINS; do
+		(
+			IFS=';' read -ra phases <<<"$PHASES"
+			for arms in "${phases[@]}"; do
+				[[ $(left) -ge 20 ]] || break
+				# shellcheck disable=SC2086
+				OMP_NUM_THREADS=$THREADS timeout -k 10 "$(left)" "$PYTHON" bench/sweep.py \
+					--data "$DATA" --protocol "$PROTOCOL" --out "$SWEEP_OUT" --device "$DEVICE" \
+					--results "$SWEEP_OUT/copied" --compile off \
+					--image-size 112 --steps 600 --q-start 240 --eval-every 100 \
+					--arms $arms --trial-seeds $TRIALS --test-domains "$domain" "$@"
+				code=$?
+				echo "sweep $domain [$arms]: exit $code"
+				[[ $code -eq 0 ]] || break
+			done
+		) >"$logs/sweep-$domain.log" 2>&1 &
+		pids+=($!)
+	done
+	status=0
+	for pid in "${pids[@]}"; do
+		wait "$pid" || status=$?
+	done
+	wait "$tests_pid"
+	echo "== CUDA tests: exit $?"
+	tail -n 5 "$OUT/pytest_cuda.txt"
+	for log in "$logs"/sweep-*.log; do
+		echo "--- $log"
+		grep -E "trial [0-9]+:|exit|Error|error" "$log" | tail -n 20
+	done
 
 	echo "== results -> $OUT"
 	root=$SWEEP_OUT/$PROTOCOL
@@ -135,7 +209,8 @@ EOF
 	[[ -f $root/protocol.json ]] && cp "$root/protocol.json" "$OUT/protocol.json"
 	# per-run summaries and eval traces (small files only; checkpoints stay behind)
 	if [[ -d $root ]]; then
-		(cd "$root" && find . -type f -size -1000k \( -name '*.json' -o -name '*.jsonl' \) -print0 |
+		cp -r "$logs" "$root/logs"
+		(cd "$root" && find . -type f -size -1000k \( -name '*.json' -o -name '*.jsonl' -o -name '*.log' \) -print0 |
 			tar -czf "$OUT/runs.tgz" --null -T -)
 	fi
 	echo "== done in $(($(date +%s) - START)) s, sweep exit status $status"
