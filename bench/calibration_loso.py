@@ -7,15 +7,19 @@ bench instead holds out each *source* domain in turn: calibrate on the other sou
 domains' training images, convert, and measure on every image of the held-out source
 domain the accuracy of the weight-quantized model (float activations) against the ONNX
 int8 model. The recipe with the smallest mean cost over the pseudo-unseen domains is the
-one to use; the real test domain is never read.
+one to use; the real test domain is never read. A recipe is the calibration images
+(``plain`` | ``augmented``) and the activation observer (``histogram`` | ``minmax``).
 
     python bench/calibration_loso.py runs/pacs-sketch-qtdog-eoq5 --members 0 2 \\
         --recipes plain augmented --out bench/results/calibration_loso.json
+    python bench/calibration_loso.py runs/pacs-sketch-qtdog-eoq5 --members 0 1 2 \\
+        --recipes plain --observers histogram minmax --out bench/results/observer_loso.json
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import tempfile
 import time
@@ -24,6 +28,7 @@ from pathlib import Path
 
 import torch
 
+from qtdog_train.config import ACTIVATION_OBSERVERS
 from qtdog_train.convert.member import convert_member
 from qtdog_train.data.loader import DomainTensors, RunData
 from qtdog_train.evaluation import run_predictions, summarize
@@ -50,6 +55,9 @@ def main() -> None:
     parser.add_argument("run", type=Path)
     parser.add_argument("--members", type=int, nargs="+", default=[0])
     parser.add_argument("--recipes", nargs="+", choices=RECIPES, default=list(RECIPES))
+    parser.add_argument(
+        "--observers", nargs="+", choices=ACTIVATION_OBSERVERS, default=["histogram"]
+    )
     parser.add_argument("--images", type=int, default=256, help="calibration images")
     parser.add_argument("--out", type=Path, default=None, help="write the rows as JSON here")
     args = parser.parse_args()
@@ -62,13 +70,15 @@ def main() -> None:
         for domain in data.source_domains:
             view = pseudo_unseen(data, domain)
             weights_only = None
-            for recipe in args.recipes:
+            for recipe, observer in itertools.product(args.recipes, args.observers):
                 started = time.perf_counter()
                 calibration = calibration_batches(
                     view, args.images, seed=cfg.seed + member, augment=recipe == "augmented"
                 )
                 with tempfile.TemporaryDirectory() as tmp:
-                    converted = convert_member(model, cfg.bits, calibration, Path(tmp) / "m.onnx")
+                    converted = convert_member(
+                        model, cfg.bits, calibration, Path(tmp) / "m.onnx", observer
+                    )
                     if weights_only is None:
                         preds = run_predictions(converted.weight_quantized, view, include_val=False)
                         weights_only = summarize(preds, view)["test_acc"]
@@ -82,6 +92,7 @@ def main() -> None:
                     "pseudo_unseen": domain,
                     "images": len(view.test[domain]),
                     "recipe": recipe,
+                    "observer": observer,
                     "weights_only": weights_only,
                     "onnx_int8": int8,
                     "cost_points": 100 * (weights_only - int8),
@@ -90,9 +101,14 @@ def main() -> None:
                 rows.append(row)
                 print(json.dumps(row), flush=True)
     summary = {}
-    for recipe in args.recipes:
-        costs = [r["cost_points"] for r in rows if r["recipe"] == recipe]
-        summary[recipe] = {"mean_cost_points": sum(costs) / len(costs), "max": max(costs)}
+    for recipe, observer in itertools.product(args.recipes, args.observers):
+        costs = [
+            r["cost_points"] for r in rows if r["recipe"] == recipe and r["observer"] == observer
+        ]
+        summary[f"{recipe}/{observer}"] = {
+            "mean_cost_points": sum(costs) / len(costs),
+            "max": max(costs),
+        }
     print(json.dumps({"summary": summary}), flush=True)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -276,3 +276,9 @@ def test_compile_policy_compiles_only_where_it_pays(shapes_root: Path) -> None:
     assert compiles(lsq_model, cuda, many)
     assert compiles(float_model, cpu, 1, mode="on")
     assert not compiles(lsq_model, cuda, 10 * many, mode="off")
+
+
+def test_bad_activation_observer_is_a_one_line_error(shapes_root: Path) -> None:
+    cfg = tiny_config(shapes_root, "unused", activation_observer="percentile")
+    with pytest.raises(QTDoGError, match="--activation-observer must be one of histogram, minmax"):
+        cfg.validate()

@@ -93,6 +93,13 @@ def train_command(
             "(augmented). plain won on held-out source domains: docs/results.md section 3."
         ),
     ] = "plain",
+    activation_observer: Annotated[
+        str,
+        typer.Option(
+            help="How int8 activation ranges are calibrated: histogram (clipping chosen by "
+            "L2 error) or minmax (the observed range). See docs/results.md section 3."
+        ),
+    ] = "histogram",
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
     compile: Annotated[
         str,
@@ -143,6 +150,7 @@ def train_command(
         holdout_fraction=holdout_fraction,
         calibration_images=calibration_images,
         calibration=calibration,
+        activation_observer=activation_observer,
         device=device,
         compile=compile,
         strict=strict,

@@ -14,6 +14,8 @@ from typing import Any
 
 ALGORITHMS = ("erm", "qtdog")
 CALIBRATIONS = ("plain", "augmented")
+#: Names of convert.pt2e.ACTIVATION_OBSERVERS (kept here so the config needs no torchao).
+ACTIVATION_OBSERVERS = ("histogram", "minmax")
 
 
 @dataclass
@@ -46,6 +48,7 @@ class TrainConfig:
     compile: str = "auto"
     calibration_images: int = 256
     calibration: str = "plain"
+    activation_observer: str = "histogram"
     strict: bool = False
     export: bool = True
     merge_members: bool = True
@@ -77,6 +80,11 @@ class TrainConfig:
         if self.calibration not in CALIBRATIONS:
             raise QTDoGError(
                 f"--calibration must be one of {', '.join(CALIBRATIONS)}, got {self.calibration!r}"
+            )
+        if self.activation_observer not in ACTIVATION_OBSERVERS:
+            raise QTDoGError(
+                f"--activation-observer must be one of {', '.join(ACTIVATION_OBSERVERS)}, "
+                f"got {self.activation_observer!r}"
             )
         if self.compile not in ("auto", "on", "off"):
             raise QTDoGError(f"--compile must be auto, on or off, got {self.compile!r}")

@@ -120,7 +120,9 @@ def convert_and_report(
     )
     from qtdog_train.convert.member import convert_member  # torchao: only when converting
 
-    converted = convert_member(result.model, cfg.bits, calibration, repo_dir / onnx_name)
+    converted = convert_member(
+        result.model, cfg.bits, calibration, repo_dir / onnx_name, cfg.activation_observer
+    )
     save_member_weights(
         converted.state,
         repo_dir / weights_name,

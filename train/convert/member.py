@@ -36,12 +36,16 @@ class ConvertedMember:
 
 @torch.no_grad()
 def convert_member(
-    model: nn.Module, bits: int, calibration: list[torch.Tensor], onnx_path: Path
+    model: nn.Module,
+    bits: int,
+    calibration: list[torch.Tensor],
+    onnx_path: Path,
+    observer: str = "histogram",
 ) -> ConvertedMember:
     """Full conversion of a trained (fake-quantized or float) model.
 
     ``calibration`` holds normalized source-domain batches for the activation
-    ranges. The folded float graph is checked against the trained model
+    ranges (``observer``: how they are chosen, see ``pt2e.ACTIVATION_OBSERVERS``). The folded float graph is checked against the trained model
     before anything is quantized. ``weight_quantized`` is the model with its
     integer weights and float activations: the fake-quant model of QT-DoG, or
     a float model's post-training weight quantization.
@@ -54,7 +58,7 @@ def convert_member(
     weight_quantized = copy.deepcopy(plain)
     fold_batchnorm(plain, convs)
     check_same_outputs(weight_quantized, plain, calibration[0][:4], "BatchNorm folding")
-    graph = convert_to_int8(plain, list(convs.values()), calibration)
+    graph = convert_to_int8(plain, list(convs.values()), calibration, observer)
     export_onnx(graph, calibration[0][:2], onnx_path)
     int8_model = integer_exact(graph)
     return ConvertedMember(

@@ -6,7 +6,7 @@ activations in and out (after its ReLU6 when it has one) and int8
 per-channel weights whose scales are *fixed* to the learned ones, so
 ``round(w / scale)`` gives back exactly the integers of training; residual
 adds and TF-"same" pads are annotated too, so that no conv is left in
-float. Activation ranges come from calibration (HistogramObserver) on
+float. Activation ranges come from calibration (HistogramObserver by default) on
 source-domain training images. Conv biases are quantized to int32 with scale
 input scale x weight scale, as onnxruntime's QLinearConv adds them, so the
 torch graph and the ONNX file round them identically (a float bias in the
@@ -21,7 +21,12 @@ from collections.abc import Iterable
 
 import torch
 from torch import fx, nn
-from torchao.quantization.pt2e import HistogramObserver, ObserverBase, move_exported_model_to_eval
+from torchao.quantization.pt2e import (
+    HistogramObserver,
+    MinMaxObserver,
+    ObserverBase,
+    move_exported_model_to_eval,
+)
 from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 from torchao.quantization.pt2e.quantizer import (
     DerivedQuantizationSpec,
@@ -73,14 +78,27 @@ class FixedScaleObserver(ObserverBase):
         return self.scale, torch.zeros_like(self.scale, dtype=torch.int64)
 
 
-ACTIVATION_SPEC = QuantizationSpec(
-    dtype=torch.uint8,
-    quant_min=0,
-    quant_max=255,
-    qscheme=torch.per_tensor_affine,
-    is_dynamic=False,
-    observer_or_fake_quant_ctr=HistogramObserver.with_args(eps=MIN_ACTIVATION_SCALE),
-)
+#: How activation ranges are calibrated: ``histogram`` (torch's L2-optimal clipping of the
+#: calibration histogram, the default) or ``minmax`` (the observed range, no clipping).
+ACTIVATION_OBSERVERS = {"histogram": HistogramObserver, "minmax": MinMaxObserver}
+
+
+def activation_spec(observer: str = "histogram") -> QuantizationSpec:
+    """uint8 per-tensor activations, ranges from ``observer`` over the calibration batches."""
+    if observer not in ACTIVATION_OBSERVERS:
+        raise QTDoGError(
+            f"unknown activation observer {observer!r}; choose from {', '.join(ACTIVATION_OBSERVERS)}"
+        )
+    return QuantizationSpec(
+        dtype=torch.uint8,
+        quant_min=0,
+        quant_max=255,
+        qscheme=torch.per_tensor_affine,
+        is_dynamic=False,
+        observer_or_fake_quant_ctr=ACTIVATION_OBSERVERS[observer].with_args(
+            eps=MIN_ACTIVATION_SCALE
+        ),
+    )
 
 
 def _weight_spec(scale: torch.Tensor) -> QuantizationSpec:
@@ -126,8 +144,9 @@ def _attr(module: nn.Module, target: str) -> torch.Tensor:
 class LearnedWeightQuantizer(Quantizer):
     """Annotates convs (+ReLU6), adds and pads of an exported graph; see the module doc."""
 
-    def __init__(self, convs: Iterable[QuantizedConv]) -> None:
+    def __init__(self, convs: Iterable[QuantizedConv], activation: QuantizationSpec) -> None:
         super().__init__()
+        self.activation = activation
         self.weights = [
             (c.folded_levels.float() * c.folded_scale.view(-1, 1, 1, 1), c.folded_scale)
             for c in convs
@@ -153,7 +172,7 @@ class LearnedWeightQuantizer(Quantizer):
                     raise QTDoGError(f"conv {node.name}: weight is not a constant of the graph")
                 spec = _weight_spec(self._scale_for(_attr(model, weight.target)))
                 qspecs: dict[fx.Node, QuantizationSpec | DerivedQuantizationSpec] = {
-                    inp: ACTIVATION_SPEC,
+                    inp: self.activation,
                     weight: spec,
                 }
                 bias = node.args[2] if len(node.args) > 2 else None
@@ -163,23 +182,23 @@ class LearnedWeightQuantizer(Quantizer):
                 fused_act = len(users) == 1 and users[0].target in _ACT
                 node.meta["quantization_annotation"] = QuantizationAnnotation(
                     input_qspec_map=qspecs,
-                    output_qspec=None if fused_act else ACTIVATION_SPEC,
+                    output_qspec=None if fused_act else self.activation,
                     _annotated=True,
                 )
                 if fused_act:
                     users[0].meta["quantization_annotation"] = QuantizationAnnotation(
-                        output_qspec=ACTIVATION_SPEC, _annotated=True
+                        output_qspec=self.activation, _annotated=True
                     )
             elif node.target in _ADD and all(isinstance(a, fx.Node) for a in node.args[:2]):
                 node.meta["quantization_annotation"] = QuantizationAnnotation(
-                    input_qspec_map={a: ACTIVATION_SPEC for a in node.args[:2]},
-                    output_qspec=ACTIVATION_SPEC,
+                    input_qspec_map={a: self.activation for a in node.args[:2]},
+                    output_qspec=self.activation,
                     _annotated=True,
                 )
             elif node.target in _PAD:
                 inp = node.args[0]
                 node.meta["quantization_annotation"] = QuantizationAnnotation(
-                    input_qspec_map={inp: ACTIVATION_SPEC},
+                    input_qspec_map={inp: self.activation},
                     output_qspec=SharedQuantizationSpec((inp, node)),
                     _annotated=True,
                 )
@@ -197,14 +216,18 @@ def export_graph(model: nn.Module, example: torch.Tensor) -> fx.GraphModule:
 
 @torch.no_grad()
 def convert_to_int8(
-    deploy: nn.Module, convs: list[QuantizedConv], calibration: Iterable[torch.Tensor]
+    deploy: nn.Module,
+    convs: list[QuantizedConv],
+    calibration: Iterable[torch.Tensor],
+    observer: str = "histogram",
 ) -> fx.GraphModule:
-    """Calibrate activations on ``calibration`` batches and return the int8 (Q/DQ) graph."""
+    """Calibrate activations on ``calibration`` batches (ranges by ``observer``, see
+    ``ACTIVATION_OBSERVERS``) and return the int8 (Q/DQ) graph."""
     batches = list(calibration)
     if not batches:
         raise QTDoGError("activation calibration needs at least one batch of source-domain images")
     graph = export_graph(deploy, batches[0][:2])
-    prepared = prepare_pt2e(graph, LearnedWeightQuantizer(convs))
+    prepared = prepare_pt2e(graph, LearnedWeightQuantizer(convs, activation_spec(observer)))
     for batch in batches:
         prepared(batch)
     converted = convert_pt2e(prepared)
