@@ -7,7 +7,8 @@ of the weight-quantized model (float activations) and of the ONNX int8 model:
     python bench/calibration_size.py runs/pacs-sketch-qtdog-eoq5 --member 2 --images 1024 64
     python bench/calibration_size.py runs/pacs-sketch-qtdog-eoq5 --member 2 --images 256 --augment
 
-``--augment`` calibrates on augmented images (the recipe bench/calibration_loso.py compares).
+``--augment`` calibrates on augmented images and ``--observer minmax`` keeps whole ranges (the
+recipes bench/calibration_loso.py compares).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from pathlib import Path
 
 import torch
 
+from qtdog_train.config import ACTIVATION_OBSERVERS
 from qtdog_train.convert.member import convert_member
 from qtdog_train.evaluation import run_predictions, summarize
 from qtdog_train.pipeline import calibration_batches, load_run_data, onnx_predictor
@@ -32,6 +34,7 @@ def main() -> None:
     parser.add_argument("--member", type=int, default=0)
     parser.add_argument("--images", type=int, nargs="+", default=[64, 256, 1024])
     parser.add_argument("--augment", action="store_true", help="augmented calibration images")
+    parser.add_argument("--observer", choices=ACTIVATION_OBSERVERS, default="histogram")
     args = parser.parse_args()
     cfg, model = load_selected_model(args.run, args.member)
     data = load_run_data(cfg, torch.device("cpu"))
@@ -41,12 +44,15 @@ def main() -> None:
             data, count, seed=cfg.seed + args.member, augment=args.augment
         )
         with tempfile.TemporaryDirectory() as tmp:
-            converted = convert_member(model, cfg.bits, calibration, Path(tmp) / "m.onnx")
+            converted = convert_member(
+                model, cfg.bits, calibration, Path(tmp) / "m.onnx", args.observer
+            )
             if weights_only is None:
                 weights_only = summarize(run_predictions(converted.weight_quantized, data), data)
             onnx = summarize(run_predictions(onnx_predictor(converted.onnx_path), data), data)
         print(
-            f"member {args.member} calibration {count}{' augmented' if args.augment else ''}: "
+            f"member {args.member} calibration {count}{' augmented' if args.augment else ''} "
+            f"{args.observer}: "
             f"source val {100 * weights_only['val_acc']:.2f} -> {100 * onnx['val_acc']:.2f} | "
             f"{'+'.join(data.test_domains)} {100 * weights_only['test_acc']:.2f} -> "
             f"{100 * onnx['test_acc']:.2f}",
