@@ -53,6 +53,24 @@ def test_qtdog_trains_on_cuda_converts_and_loads(shapes_root: Path, tmp_path: Pa
     assert [p.error for p in preds] == [None] * len(preds)
 
 
+def test_trainer_compiled_on_cuda_through_the_switch(shapes_root: Path, tmp_path: Path) -> None:
+    """--compile on: the compiled forward before the switch, and again after LSQ is attached."""
+    from qtdog_train.pipeline import run
+
+    cfg = tiny_config(
+        shapes_root, tmp_path / "run", device="cuda", compile="on", members=1, export=False
+    )
+    summary = run(cfg)
+    member = summary["members"][0]
+    assert member["switch"] is not None and member["best_step"] > cfg.q_start
+    log = [
+        json.loads(x)
+        for x in (tmp_path / "run" / "member-0" / "log.jsonl").read_text().splitlines()
+    ]
+    losses = [r["loss"] for r in log if "loss" in r]
+    assert losses and all(np.isfinite(losses))
+
+
 def test_torch_backend_on_cuda_agrees_with_onnx_on_cpu() -> None:
     """The packaged default model: bf16 on the GPU vs the int8 ONNX graph on the CPU."""
     from qtdog_sdk import QTDoGEnsemble
