@@ -9,7 +9,8 @@ the median ms/step of timed windows, images/s, peak GPU memory, and for compiled
 how many steps it takes to earn the compile time back against eager.
 
 A QT-DoG case also times its float phase, which is ERM's step, so ``--algorithms qtdog``
-alone gives both (and compiles once less). Writes one JSON line per case as it finishes (a time limit keeps what was done).
+alone gives both (and compiles once less). Writes one JSON line per case as it finishes
+(a time limit keeps what was done).
 
     python bench/train_speed.py --data data/PACS-112 --device cuda --algorithms qtdog --out train_speed.jsonl
     python bench/train_speed.py --data ../shared/data/PACS --device cpu --modes eager --steps 6 --windows 3
@@ -44,16 +45,9 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _timed_step(cfg, model, forward, optimizer, data, generator, device) -> float:
-    _sync(device)
-    start = time.perf_counter()
-    loss = train_step(cfg, model, forward, optimizer, data, generator)
-    float(loss.detach())  # waits for the step, as the trainer's loss logging does
-    _sync(device)
-    return time.perf_counter() - start
-
-
 def _window_ms(cfg, model, forward, optimizer, data, generator, device, steps: int) -> float:
+    """Mean ms per step over ``steps`` steps, waiting for the last one (as the trainer's
+    loss logging does); ``steps=1`` right after a (re)compile times the compile."""
     _sync(device)
     start = time.perf_counter()
     for _ in range(steps):
@@ -78,7 +72,8 @@ def measure(
     row: dict[str, Any] = {
         "algorithm": cfg.algorithm,
         "compile": cfg.compile,
-        "first_step_s": _timed_step(cfg, model, forward, optimizer, data, generator, device),
+        "first_step_s": _window_ms(cfg, model, forward, optimizer, data, generator, device, 1)
+        / 1000,
     }
     for _ in range(warmup):
         train_step(cfg, model, forward, optimizer, data, generator)
@@ -88,8 +83,8 @@ def measure(
         )
         optimizer = switch_to_quantized(cfg, model, optimizer)
         forward = compiled_forward(cfg, model, device, cfg.steps)
-        row["first_step_after_switch_s"] = _timed_step(
-            cfg, model, forward, optimizer, data, generator, device
+        row["first_step_after_switch_s"] = (
+            _window_ms(cfg, model, forward, optimizer, data, generator, device, 1) / 1000
         )
         for _ in range(warmup):
             train_step(cfg, model, forward, optimizer, data, generator)

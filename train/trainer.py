@@ -243,11 +243,11 @@ def train_member(
             log(switch)
             if on_event:
                 on_event("switch", switch)
-        loss = train_step(cfg, model, forward, optimizer, data, generator)
-        running_loss += float(loss.detach())
+        loss = float(train_step(cfg, model, forward, optimizer, data, generator).detach())
+        running_loss += loss
         running_n += 1
         done = step + 1
-        metrics: dict[str, Any] = {"loss": float(loss.detach())}
+        metrics: dict[str, Any] = {"loss": loss}
         if done % cfg.eval_every == 0 or done == cfg.steps:
             model.eval()
             result = evaluate_run(model, data)
@@ -303,4 +303,14 @@ def train_member(
     )
 
 
-__all__ = ["MemberResult", "build_model", "resolve_device", "train_member", "train_step"]
+__all__ = [
+    "AUTO_COMPILE_MIN_STEPS",
+    "MemberResult",
+    "build_model",
+    "build_optimizer",
+    "compiled_forward",
+    "resolve_device",
+    "switch_to_quantized",
+    "train_member",
+    "train_step",
+]

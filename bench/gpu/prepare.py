@@ -321,12 +321,12 @@ def main() -> None:
         pins = pinned_versions(REPO / "constraints.txt", DEVICE_MISSING)
         download_wheels(wheels, pins)
 
-    data, wheel, tree = tree_bytes(out), tree_bytes(wheels), travelling_tree_bytes()
-    archive = pack(out)
-    data = archive.stat().st_size
+    carried = pack(out) if out.is_dir() else out  # --no-data before any copy: nothing to pack
+    data = carried.stat().st_size if carried.is_file() else 0
+    wheel, tree = tree_bytes(wheels), travelling_tree_bytes()
     total, limit = data + wheel + tree, TRAVEL_LIMIT_BYTES
     print(
-        f"travels: data {data / MIB:.1f} MiB ({archive.relative_to(REPO)}) + wheels "
+        f"travels: data {data / MIB:.1f} MiB ({carried.relative_to(REPO)}) + wheels "
         f"{wheel / MIB:.1f} MiB ({wheels.relative_to(REPO)}) + git tree {tree / MIB:.1f} MiB "
         f"= {total / 1e6:.1f} MB of {limit / 1e6:.1f} MB"
     )
@@ -343,7 +343,7 @@ def main() -> None:
         )
     print(
         f"ok: {(limit - total) / 1e6:.1f} MB to spare. carry: "
-        f'["{archive.relative_to(REPO)}", "{wheels.relative_to(REPO)}"]'
+        f'["{carried.relative_to(REPO)}", "{wheels.relative_to(REPO)}"]'
     )
 
 

