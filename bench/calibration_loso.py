@@ -14,6 +14,8 @@ one to use; the real test domain is never read. A recipe is the calibration imag
         --recipes plain augmented --out bench/results/calibration_loso.json
     python bench/calibration_loso.py runs/pacs-sketch-qtdog-eoq5 --members 0 1 2 \\
         --recipes plain --observers histogram minmax --out bench/results/observer_loso.json
+    python bench/calibration_loso.py runs/sweep/cpu112/qtdog/*/trial0 --recipes plain \\
+        --observers histogram minmax --out bench/results/observer_loso_round2.json
 """
 
 from __future__ import annotations
@@ -21,7 +23,6 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
-import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -29,10 +30,9 @@ from pathlib import Path
 import torch
 
 from qtdog_train.config import ACTIVATION_OBSERVERS
-from qtdog_train.convert.member import convert_member
 from qtdog_train.data.loader import DomainTensors, RunData
-from qtdog_train.evaluation import run_predictions, summarize
-from qtdog_train.pipeline import calibration_batches, load_run_data, onnx_predictor
+from qtdog_train.evaluation import summarize
+from qtdog_train.pipeline import load_run_data, member_calibration, reconvert
 from qtdog_train.trainer import load_selected_model
 
 RECIPES = ("plain", "augmented")
@@ -52,8 +52,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("run", type=Path)
-    parser.add_argument("--members", type=int, nargs="+", default=[0])
+    parser.add_argument("runs", type=Path, nargs="+", help="run directories (qtdog train --out)")
+    parser.add_argument("--members", type=int, nargs="+", default=[0], help="of every run")
     parser.add_argument("--recipes", nargs="+", choices=RECIPES, default=list(RECIPES))
     parser.add_argument(
         "--observers", nargs="+", choices=ACTIVATION_OBSERVERS, default=["histogram"]
@@ -62,32 +62,26 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=None, help="write the rows as JSON here")
     args = parser.parse_args()
     rows = []
-    data = None
-    for member in args.members:
-        cfg, model = load_selected_model(args.run, member)
-        if data is None:  # the members of one run share its data
-            data = load_run_data(cfg, torch.device("cpu"))
+    data, data_of = None, None
+    for run, member in itertools.product(args.runs, args.members):
+        cfg, model = load_selected_model(run, member)
+        if data_of != run:  # the members of one run share its data
+            data, data_of = load_run_data(cfg, torch.device("cpu")), run
         for domain in data.source_domains:
             view = pseudo_unseen(data, domain)
             weights_only = None
             for recipe, observer in itertools.product(args.recipes, args.observers):
                 started = time.perf_counter()
-                calibration = calibration_batches(
-                    view, args.images, seed=cfg.seed + member, augment=recipe == "augmented"
+                calibration = member_calibration(cfg, view, member, args.images, recipe)
+                forms = ("onnx_int8",) if weights_only is not None else ("fake_quant", "onnx_int8")
+                _, preds = reconvert(
+                    model, cfg.bits, calibration, view, observer, forms, include_val=False
                 )
-                with tempfile.TemporaryDirectory() as tmp:
-                    converted = convert_member(
-                        model, cfg.bits, calibration, Path(tmp) / "m.onnx", observer
-                    )
-                    if weights_only is None:
-                        preds = run_predictions(converted.weight_quantized, view, include_val=False)
-                        weights_only = summarize(preds, view)["test_acc"]
-                    preds = run_predictions(
-                        onnx_predictor(converted.onnx_path), view, include_val=False
-                    )
-                    int8 = summarize(preds, view)["test_acc"]
+                if weights_only is None:
+                    weights_only = summarize(preds["fake_quant"], view)["test_acc"]
+                int8 = summarize(preds["onnx_int8"], view)["test_acc"]
                 row = {
-                    "run": str(args.run),
+                    "run": str(run),
                     "member": member,
                     "pseudo_unseen": domain,
                     "images": len(view.test[domain]),

@@ -14,15 +14,13 @@ recipes bench/calibration_loso.py compares).
 from __future__ import annotations
 
 import argparse
-import tempfile
 from pathlib import Path
 
 import torch
 
 from qtdog_train.config import ACTIVATION_OBSERVERS
-from qtdog_train.convert.member import convert_member
-from qtdog_train.evaluation import run_predictions, summarize
-from qtdog_train.pipeline import calibration_batches, load_run_data, onnx_predictor
+from qtdog_train.evaluation import summarize
+from qtdog_train.pipeline import load_run_data, member_calibration, reconvert
 from qtdog_train.trainer import load_selected_model
 
 
@@ -40,16 +38,13 @@ def main() -> None:
     data = load_run_data(cfg, torch.device("cpu"))
     weights_only = None
     for count in args.images:
-        calibration = calibration_batches(
-            data, count, seed=cfg.seed + args.member, augment=args.augment
-        )
-        with tempfile.TemporaryDirectory() as tmp:
-            converted = convert_member(
-                model, cfg.bits, calibration, Path(tmp) / "m.onnx", args.observer
-            )
-            if weights_only is None:
-                weights_only = summarize(run_predictions(converted.weight_quantized, data), data)
-            onnx = summarize(run_predictions(onnx_predictor(converted.onnx_path), data), data)
+        recipe = "augmented" if args.augment else "plain"
+        calibration = member_calibration(cfg, data, args.member, count, recipe)
+        forms = ("onnx_int8",) if weights_only is not None else ("fake_quant", "onnx_int8")
+        _, preds = reconvert(model, cfg.bits, calibration, data, args.observer, forms)
+        if weights_only is None:
+            weights_only = summarize(preds["fake_quant"], data)
+        onnx = summarize(preds["onnx_int8"], data)
         print(
             f"member {args.member} calibration {count}{' augmented' if args.augment else ''} "
             f"{args.observer}: "

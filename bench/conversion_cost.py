@@ -5,7 +5,7 @@ current conversion code (BN folding, pt2e with the learned weight scales,
 activation calibration on source-domain training images, ONNX export) and
 measures, on the held-out domain(s) and on the source holdout:
 
-- accuracy of the weight-only model (QT-DoG's fake-quant model; an ERM
+- accuracy of the weight-only model (`fake_quant`: QT-DoG's fake-quant model; an ERM
   model's post-training integer weights), of the torch int8 model and of
   the ONNX model under onnxruntime;
 - top-1 agreement torch int8 vs ONNX (the same integer graph: should be
@@ -21,16 +21,19 @@ from __future__ import annotations
 
 import argparse
 import json
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from qtdog_train.convert.member import convert_member
-from qtdog_train.evaluation import agreement, run_predictions, summarize
-from qtdog_train.pipeline import calibration_batches, load_run_data, onnx_predictor
+from qtdog_train.evaluation import agreement, summarize
+from qtdog_train.pipeline import (
+    conversion_predictions,
+    load_run_data,
+    member_calibration,
+    reconvert,
+)
 from qtdog_train.trainer import load_selected_model
 
 
@@ -55,19 +58,16 @@ def main() -> None:
             if key not in data_cache:
                 data_cache[key] = load_run_data(cfg, torch.device("cpu"))
             data = data_cache[key]
-            calibration = calibration_batches(data, cfg.calibration_images, seed=cfg.seed + index)
+            calibration = member_calibration(cfg, data, index)
             started = time.time()
-            with tempfile.TemporaryDirectory() as tmp:
-                converted = convert_member(model, cfg.bits, calibration, Path(tmp) / "m.onnx")
-                preds = {
-                    "weight_only": run_predictions(converted.weight_quantized, data),
-                    "torch_int8": run_predictions(converted.int8_model, data),
-                    "onnx_int8": run_predictions(onnx_predictor(converted.onnx_path), data),
-                }
-                if args.reference:
-                    preds["pt2e_reference"] = run_predictions(
-                        converted.int8_graph, data, include_val=False
-                    )
+            forms = ("fake_quant", "torch_int8", "onnx_int8")
+            converted, preds = reconvert(
+                model, cfg.bits, calibration, data, cfg.activation_observer, forms, slow_on_val=True
+            )
+            if args.reference:  # slow: compared on the test domains only
+                preds |= conversion_predictions(
+                    converted, data, ("pt2e_reference",), include_val=False
+                )
             row: dict[str, Any] = {
                 "run": str(run),
                 "member": index,
@@ -78,9 +78,7 @@ def main() -> None:
                 "agreement_torch_int8_vs_onnx_val": agreement(
                     preds["torch_int8"], preds["onnx_int8"], split="val"
                 ),
-                "agreement_weight_only_vs_onnx": agreement(
-                    preds["weight_only"], preds["onnx_int8"]
-                ),
+                "agreement_fake_quant_vs_onnx": agreement(preds["fake_quant"], preds["onnx_int8"]),
                 "int8_convs": {
                     "torch": list(converted.torch_int8_convs),
                     "onnx": list(converted.onnx_int8_convs),

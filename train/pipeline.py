@@ -15,10 +15,11 @@ from __future__ import annotations
 import json
 import shlex
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -30,6 +31,7 @@ from qtdog_train.data.augment import domainbed_augment
 from qtdog_train.data.datasets import load_dataset
 from qtdog_train.data.loader import RunData, build_run_data
 from qtdog_train.evaluation import (
+    Predictions,
     agreement,
     evaluate_run,
     mean_logits,
@@ -39,6 +41,9 @@ from qtdog_train.evaluation import (
 from qtdog_train.models.backbones import normalization_for
 from qtdog_train.repository import member_file_names, save_member_weights, write_repository
 from qtdog_train.trainer import MemberResult, resolve_device, train_member
+
+if TYPE_CHECKING:  # torchao is imported only when converting
+    from qtdog_train.convert.member import ConvertedMember
 
 REPO_DIR = "model"
 Reporter = Callable[[str, dict[str, Any]], None]
@@ -86,6 +91,81 @@ def calibration_batches(
     return batches
 
 
+def member_calibration(
+    cfg: TrainConfig,
+    data: RunData,
+    member: int,
+    images: int | None = None,
+    recipe: str | None = None,
+) -> list[torch.Tensor]:
+    """The calibration batches of member ``member`` of a run: ``cfg``'s image count and
+    recipe unless given, drawn with the member's seed (so a re-conversion sees the same
+    images as the run's own)."""
+    return calibration_batches(
+        data,
+        cfg.calibration_images if images is None else images,
+        seed=cfg.seed + member,
+        augment=(recipe or cfg.calibration) == "augmented",
+    )
+
+
+#: The forms of a converted member that ``conversion_predictions`` can run.
+CONVERSION_FORMS = ("fake_quant", "torch_int8", "onnx_int8", "pt2e_reference")
+#: Forms that run the int8 graph eagerly in torch: slow, so the source holdout is opt-in.
+_SLOW_FORMS = ("torch_int8", "pt2e_reference")
+
+
+def conversion_predictions(
+    converted: ConvertedMember,
+    data: RunData,
+    forms: tuple[str, ...] = ("fake_quant", "torch_int8", "onnx_int8"),
+    include_val: bool = True,
+    slow_on_val: bool = False,
+) -> dict[str, Predictions]:
+    """Top-1 predictions of a converted member's forms on ``data`` (on the CPU).
+
+    ``fake_quant``: the weight-quantized model with float activations (an ERM model's
+    post-training integer weights); ``torch_int8``: the int8 graph computed like integer
+    kernels; ``onnx_int8``: the ONNX file under onnxruntime; ``pt2e_reference``: pt2e's
+    float32 execution of the Q/DQ graph. The slow torch forms see the source holdout only
+    with ``slow_on_val``.
+    """
+    models = {
+        "fake_quant": lambda: converted.weight_quantized,
+        "torch_int8": lambda: converted.int8_model,
+        "onnx_int8": lambda: onnx_predictor(converted.onnx_path),
+        "pt2e_reference": lambda: converted.int8_graph,
+    }
+    return {
+        form: run_predictions(
+            models[form](),
+            data,
+            include_val=include_val and (slow_on_val or form not in _SLOW_FORMS),
+        )
+        for form in forms
+    }
+
+
+def reconvert(
+    model: torch.nn.Module,
+    bits: int,
+    calibration: list[torch.Tensor],
+    data: RunData,
+    observer: str,
+    forms: tuple[str, ...] = ("fake_quant", "onnx_int8"),
+    include_val: bool = True,
+    slow_on_val: bool = False,
+) -> tuple[ConvertedMember, dict[str, Predictions]]:
+    """Convert a trained model into a throwaway directory and predict ``data`` with ``forms``
+    (for studies of the conversion itself; the returned member's ONNX file is gone)."""
+    from qtdog_train.convert.member import convert_member  # torchao: only when converting
+
+    with tempfile.TemporaryDirectory() as tmp:
+        converted = convert_member(model, bits, calibration, Path(tmp) / "m.onnx", observer)
+        preds = conversion_predictions(converted, data, forms, include_val, slow_on_val)
+    return converted, preds
+
+
 def _cpu_data(data: RunData) -> RunData:
     if data.mean.device.type == "cpu":
         return data
@@ -112,12 +192,7 @@ def convert_and_report(
     """Convert one member, write its files, and measure fake-quant vs torch int8 vs ONNX
     (``cpu``: the run's data on the CPU, where conversion and onnxruntime work)."""
     onnx_name, weights_name = member_file_names(result.index)
-    calibration = calibration_batches(
-        cpu,
-        cfg.calibration_images,
-        seed=cfg.seed + result.index,
-        augment=cfg.calibration == "augmented",
-    )
+    calibration = member_calibration(cfg, cpu, result.index)
     from qtdog_train.convert.member import convert_member  # torchao: only when converting
 
     converted = convert_member(
@@ -133,12 +208,7 @@ def convert_and_report(
             "format": "qtdog-member-v1",
         },
     )
-    preds = {
-        "fake_quant": run_predictions(converted.weight_quantized, cpu),
-        # the int8 graph runs slowly in eager mode: measured on the test domains only
-        "torch_int8": run_predictions(converted.int8_model, cpu, include_val=False),
-        "onnx_int8": run_predictions(onnx_predictor(converted.onnx_path), cpu),
-    }
+    preds = conversion_predictions(converted, cpu)
     report = {
         "member": result.index,
         "seed": result.seed,
