@@ -282,3 +282,25 @@ def test_bad_activation_observer_is_a_one_line_error(shapes_root: Path) -> None:
     cfg = tiny_config(shapes_root, "unused", activation_observer="percentile")
     with pytest.raises(QTDoGError, match="--activation-observer must be one of histogram, minmax"):
         cfg.validate()
+
+
+def test_a_resnet_backbone_trains_converts_and_loads(shapes_root: Path, tmp_path: Path) -> None:
+    """The paper's backbone family (plain ReLU, max pool, residual add -> ReLU), not only Lite0:
+    every conv runs in int8 in both runtimes and both SDK backends agree on the result."""
+    from qtdog_sdk import QTDoGEnsemble
+    from qtdog_train.pipeline import run
+
+    summary = run(tiny_config(shapes_root, tmp_path / "run", backbone="resnet18", members=1))
+    report = summary["members"][0]
+    assert report["onnx_int8_convs"] == [20, 20]
+    assert report["torch_int8_convs"] == [20, 20]
+    assert report["agreement_torch_int8_vs_onnx"] >= 0.99
+    images = sorted((shapes_root / "sketch").glob("*/*.png"))[::4]
+    results = {}
+    for backend in ("onnx", "torch"):
+        model = QTDoGEnsemble.from_pretrained(summary["repository"], backend=backend)
+        assert model.config.architecture == "resnet18"
+        results[backend] = model.predict_proba(images)
+    assert results["onnx"].shape == (len(images), 3)
+    same = (results["onnx"].argmax(1) == results["torch"].argmax(1)).mean()
+    assert same >= 0.9
