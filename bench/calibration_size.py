@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from qtdog_train.config import ACTIVATION_OBSERVERS
+from qtdog_train.config import ACTIVATION_OBSERVERS, DEFAULT_ACTIVATION_OBSERVER
 from qtdog_train.evaluation import summarize
 from qtdog_train.pipeline import load_run_data, member_calibration, reconvert
 from qtdog_train.trainer import load_selected_model
@@ -32,7 +32,9 @@ def main() -> None:
     parser.add_argument("--member", type=int, default=0)
     parser.add_argument("--images", type=int, nargs="+", default=[64, 256, 1024])
     parser.add_argument("--augment", action="store_true", help="augmented calibration images")
-    parser.add_argument("--observer", choices=ACTIVATION_OBSERVERS, default="histogram")
+    parser.add_argument(
+        "--observer", choices=ACTIVATION_OBSERVERS, default=DEFAULT_ACTIVATION_OBSERVER
+    )
     args = parser.parse_args()
     cfg, model = load_selected_model(args.run, args.member)
     data = load_run_data(cfg, torch.device("cpu"))

@@ -9,6 +9,7 @@ one-graph form the model repository ships (``ensemble.onnx``).
 
     python bench/speed.py --quick                 # < 1 minute once models are cached
     python bench/speed.py --sizes 224 112 --batches 1 32 --repeats 7 --torch-compile
+    python bench/speed.py --backbone resnet50 --sizes 224 --batches 32   # no depthwise convs
 
 ``--torch-compile`` adds torch.compile (inductor, freezing) of the fp32 model and of the int8
 member's pt2e graph, lowered by torchao's x86 passes to oneDNN int8 convs. The ratios take the
@@ -32,21 +33,31 @@ CACHE = Path(os.environ.get("QTDOG_BENCH_CACHE", Path.home() / ".cache" / "qtdog
 MEMBERS = 5
 
 
-def _build(size: int) -> dict[str, Path]:
+def _model(backbone: str):
+    """A float ``backbone`` in eval mode (weights do not change the cost; other backbones than
+    the default are built without downloading any)."""
+    from qtdog_train.models.backbones import DEFAULT_BACKBONE, create_backbone
+
+    pretrained = "auto" if backbone == DEFAULT_BACKBONE else "none"
+    return create_backbone(backbone, num_classes=7, pretrained=pretrained).eval()
+
+
+def _build(backbone: str, size: int) -> dict[str, Path]:
     """fp32 ONNX, int8 member ONNX, and 5-member merged graphs for input ``size`` (cached)."""
-    folder = CACHE / f"lite0-{size}"
+    from qtdog_train.models.backbones import DEFAULT_BACKBONE
+
+    folder = CACHE / (f"lite0-{size}" if backbone == DEFAULT_BACKBONE else f"{backbone}-{size}")
     paths = {k: folder / f"{k}.onnx" for k in ("fp32", "int8", "fp32_x5", "int8_x5")}
     if all(p.is_file() for p in paths.values()):
         return paths
     import torch
 
     from qtdog_train.convert.onnx_export import export_onnx, merge_members
-    from qtdog_train.models.backbones import create_backbone
 
     folder.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(0)
-    export_onnx(create_backbone(num_classes=7).eval(), torch.randn(2, 3, size, size), paths["fp32"])
-    _convert_member(size, paths["int8"])
+    export_onnx(_model(backbone), torch.randn(2, 3, size, size), paths["fp32"])
+    _convert_member(backbone, size, paths["int8"])
     merge_members([paths["fp32"]] * MEMBERS, paths["fp32_x5"])
     merge_members([paths["int8"]] * MEMBERS, paths["int8_x5"])
     return paths
@@ -80,22 +91,21 @@ def _rate(run, x: np.ndarray, repeats: int, seconds: float) -> tuple[float, floa
     return statistics.median(rates), 1000 * statistics.median(latencies)
 
 
-def _convert_member(size: int, onnx_path: Path):
-    """A 7-bit LSQ Lite0 converted by the real pipeline (learned integers, calibrated uint8)."""
+def _convert_member(backbone: str, size: int, onnx_path: Path):
+    """A 7-bit LSQ model converted by the real pipeline (learned integers, calibrated uint8)."""
     import torch
 
     from qtdog_train.convert.member import convert_member
-    from qtdog_train.models.backbones import create_backbone
     from qtdog_train.quant.lsq import attach_lsq
 
     torch.manual_seed(1)
-    model = create_backbone(num_classes=7).eval()
+    model = _model(backbone)
     attach_lsq(model, bits=7, s_init="mse")
     calibration = [torch.randn(32, 3, size, size).clamp(-1, 1) for _ in range(2)]
     return convert_member(model.eval(), 7, calibration, onnx_path)
 
 
-def _torch_int8_runners(size: int) -> dict:
+def _torch_int8_runners(backbone: str, size: int) -> dict:
     """The member's pt2e int8 graph compiled by inductor with torchao's x86 int8 lowering
     (every conv becomes a oneDNN int8 conv): one member, and 5 run one after the other
     (an EoQ's compute: member weights do not change the cost)."""
@@ -109,7 +119,7 @@ def _torch_int8_runners(size: int) -> dict:
 
     inductor_config.freezing = True
     with tempfile.TemporaryDirectory() as tmp:
-        compiled = torch.compile(_convert_member(size, Path(tmp) / "m.onnx").int8_graph)
+        compiled = torch.compile(_convert_member(backbone, size, Path(tmp) / "m.onnx").int8_graph)
 
     def runner(copies: int):
         def run(x: np.ndarray) -> np.ndarray:
@@ -122,12 +132,10 @@ def _torch_int8_runners(size: int) -> dict:
     return {"torch_compiled_int8": runner(1), "torch_compiled_int8_x5": runner(MEMBERS)}
 
 
-def _torch_runner(size: int, compiled: bool):
+def _torch_runner(backbone: str, compiled: bool):
     import torch
 
-    from qtdog_train.models.backbones import create_backbone
-
-    model = create_backbone(num_classes=7).eval().to(memory_format=torch.channels_last)
+    model = _model(backbone).to(memory_format=torch.channels_last)
     if compiled:
         import torch._inductor.config as inductor_config
 
@@ -148,6 +156,7 @@ def main() -> None:
     parser.add_argument(
         "--quick", action="store_true", help="224 px, batch 32, short windows, no torch.compile"
     )
+    parser.add_argument("--backbone", default=None, help="a timm name (default: the SDK's Lite0)")
     parser.add_argument("--sizes", type=int, nargs="+", default=[224, 112])
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 32])
     parser.add_argument("--repeats", type=int, default=5)
@@ -158,6 +167,10 @@ def main() -> None:
     )
     parser.add_argument("--out", type=Path, help="write the JSON result here too")
     args = parser.parse_args()
+    if args.backbone is None:
+        from qtdog_train.models.backbones import DEFAULT_BACKBONE
+
+        args.backbone = DEFAULT_BACKBONE
     if args.quick:
         args.sizes, args.batches, args.repeats, args.seconds, args.torch_compile = (
             [224],
@@ -170,17 +183,17 @@ def main() -> None:
     rows = []
     summary: dict[str, float] = {}
     for size in args.sizes:
-        paths = _build(size)
+        paths = _build(args.backbone, size)
         runners = {}
         for name, path in paths.items():
             session = _session(path, args.threads)
             runners[f"onnx_{name}"] = (
                 lambda s: lambda x: s.run(None, {s.get_inputs()[0].name: x})[0]
             )(session)
-        runners["torch_eager_fp32"] = _torch_runner(size, compiled=False)
+        runners["torch_eager_fp32"] = _torch_runner(args.backbone, compiled=False)
         if args.torch_compile:
-            runners["torch_compiled_fp32"] = _torch_runner(size, compiled=True)
-            runners.update(_torch_int8_runners(size))
+            runners["torch_compiled_fp32"] = _torch_runner(args.backbone, compiled=True)
+            runners.update(_torch_int8_runners(args.backbone, size))
         sizes_mb = {name: paths[name].stat().st_size / 1e6 for name in paths}
         for batch in args.batches:
             x = np.random.default_rng(0).standard_normal((batch, 3, size, size)).astype(np.float32)
@@ -238,6 +251,7 @@ def main() -> None:
         ],
         "eoq_size_vs_fp32_size_ratio": summary[f"eoq_size_vs_fp32_size_ratio_{headline_size}px"],
         "headline": key,
+        "backbone": args.backbone,
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
         "threads": args.threads,
         "details": summary,

@@ -124,22 +124,24 @@ def _activation_scales(graph) -> list[float]:
     return [float(n.args[1]) for n in graph.graph.nodes if n.target == target]
 
 
-def test_minmax_observer_keeps_the_whole_calibrated_range(converted, tmp_path: Path) -> None:
+def test_minmax_observer_is_the_default_and_keeps_the_whole_calibrated_range(
+    converted, tmp_path: Path
+) -> None:
     from qtdog_train.config import ACTIVATION_OBSERVERS
     from qtdog_train.convert.pt2e import ACTIVATION_OBSERVERS as PT2E_OBSERVERS
 
     assert tuple(PT2E_OBSERVERS) == ACTIVATION_OBSERVERS
     generator = torch.Generator().manual_seed(1)  # the batches of the `converted` fixture
     calibration = [torch.randn(16, 3, 24, 24, generator=generator) for _ in range(2)]
-    minmax = convert_member(_net(), 7, calibration, tmp_path / "mm.onnx", observer="minmax")
-    assert minmax.onnx_int8_convs == (3, 3)
+    histogram = convert_member(_net(), 7, calibration, tmp_path / "h.onnx", observer="histogram")
+    assert histogram.onnx_int8_convs == (3, 3)
     everything = torch.cat(calibration)
     expected_input_scale = (float(everything.max()) - min(0.0, float(everything.min()))) / 255
-    mm_scales, hist_scales = (
-        _activation_scales(minmax.int8_graph),
-        _activation_scales(converted.int8_graph),
+    default_scales, hist_scales = (
+        _activation_scales(converted.int8_graph),  # converted with the default observer
+        _activation_scales(histogram.int8_graph),
     )
-    assert mm_scales[0] == pytest.approx(expected_input_scale, rel=1e-5)
-    assert mm_scales[0] > hist_scales[0]  # the histogram observer clips Gaussian tails
+    assert default_scales[0] == pytest.approx(expected_input_scale, rel=1e-5)
+    assert default_scales[0] > hist_scales[0]  # the histogram observer clips Gaussian tails
     with pytest.raises(Exception, match="observer"):
         convert_member(_net(), 7, calibration, tmp_path / "x.onnx", observer="percentile")

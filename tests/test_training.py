@@ -280,7 +280,7 @@ def test_compile_policy_compiles_only_where_it_pays(shapes_root: Path) -> None:
 
 def test_bad_activation_observer_is_a_one_line_error(shapes_root: Path) -> None:
     cfg = tiny_config(shapes_root, "unused", activation_observer="percentile")
-    with pytest.raises(QTDoGError, match="--activation-observer must be one of histogram, minmax"):
+    with pytest.raises(QTDoGError, match="--activation-observer must be one of minmax, histogram"):
         cfg.validate()
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 from torch import fx, nn
 
+from qtdog_train.config import DEFAULT_ACTIVATION_OBSERVER
 from qtdog_train.convert.fold import (
     check_same_outputs,
     dequantized_copy,
@@ -40,7 +41,7 @@ def convert_member(
     bits: int,
     calibration: list[torch.Tensor],
     onnx_path: Path,
-    observer: str = "histogram",
+    observer: str = DEFAULT_ACTIVATION_OBSERVER,
 ) -> ConvertedMember:
     """Full conversion of a trained (fake-quantized or float) model.
 

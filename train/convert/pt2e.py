@@ -37,6 +37,7 @@ from torchao.quantization.pt2e.quantizer import (
 )
 
 from qtdog_sdk.errors import QTDoGError
+from qtdog_train.config import DEFAULT_ACTIVATION_OBSERVER
 from qtdog_train.convert.fold import MIN_ACTIVATION_SCALE, QuantizedConv
 
 aten = torch.ops.aten
@@ -78,12 +79,12 @@ class FixedScaleObserver(ObserverBase):
         return self.scale, torch.zeros_like(self.scale, dtype=torch.int64)
 
 
-#: How activation ranges are calibrated: ``histogram`` (torch's L2-optimal clipping of the
-#: calibration histogram, the default) or ``minmax`` (the observed range, no clipping).
-ACTIVATION_OBSERVERS = {"histogram": HistogramObserver, "minmax": MinMaxObserver}
+#: How activation ranges are calibrated: ``minmax`` (the observed range, no clipping; the
+#: default) or ``histogram`` (torch's L2-optimal clipping of the calibration histogram).
+ACTIVATION_OBSERVERS = {"minmax": MinMaxObserver, "histogram": HistogramObserver}
 
 
-def activation_spec(observer: str = "histogram") -> QuantizationSpec:
+def activation_spec(observer: str = DEFAULT_ACTIVATION_OBSERVER) -> QuantizationSpec:
     """uint8 per-tensor activations, ranges from ``observer`` over the calibration batches."""
     if observer not in ACTIVATION_OBSERVERS:
         raise QTDoGError(
@@ -219,7 +220,7 @@ def convert_to_int8(
     deploy: nn.Module,
     convs: list[QuantizedConv],
     calibration: Iterable[torch.Tensor],
-    observer: str = "histogram",
+    observer: str = DEFAULT_ACTIVATION_OBSERVER,
 ) -> fx.GraphModule:
     """Calibrate activations on ``calibration`` batches (ranges by ``observer``, see
     ``ACTIVATION_OBSERVERS``) and return the int8 (Q/DQ) graph."""
