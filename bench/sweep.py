@@ -12,6 +12,9 @@ Arms (all under one protocol: resolution, steps, q_start, batch, lr):
   qtdog-official   QT-DoG --official-compat (the released code's behaviour)
   eoq5             5 QT-DoG members, int8 ONNX ensemble (mean logits); member 0 is
                    the qtdog arm's run when that is finished (identical training)
+  erm5             5 ERM members, float ensemble (mean logits): the ensemble without
+                   quantization, so EoQ's gain can be split into ensembling and QT-DoG;
+                   member 0 is the erm arm's run
   qtdog-b8 .. -b4  bit-width ablation
   qtdog-slrN       step-size learning rate N x lr (default: = lr)
 
@@ -39,6 +42,7 @@ ARMS = (
     "qtdog",
     "qtdog-official",
     "eoq5",
+    "erm5",
     "qtdog-b8",
     "qtdog-b6",
     "qtdog-b5",
@@ -59,6 +63,8 @@ def arm_config(arm: str, base: dict[str, Any]) -> dict[str, Any]:
         cfg.update(algorithm="qtdog", official_compat=True, members=1, export=False)
     elif arm == "eoq5":
         cfg.update(algorithm="qtdog", members=5, export=True)
+    elif arm == "erm5":
+        cfg.update(algorithm="erm", bits=8, members=5, export=False)
     elif match := re.fullmatch(r"qtdog-b(\d)", arm):
         cfg.update(algorithm="qtdog", bits=int(match.group(1)), members=1, export=False)
     elif match := re.fullmatch(r"qtdog-slr(\d+)", arm):
@@ -90,19 +96,24 @@ def result_line(arm: str, domain: str, trial: int, summary: dict[str, Any]) -> d
     }
 
 
-def reuse_member_zero(qtdog_run: Path, eoq_run: Path) -> None:
-    """EoQ's member 0 is the ``qtdog`` arm's run (same config, seed and data): copy it, once.
+#: Ensemble arm -> the single-member arm whose finished run is its member 0.
+MEMBER_ZERO_FROM = {"eoq5": "qtdog", "erm5": "erm"}
 
-    The ensemble then trains members 1-4 only and converts all five; member 0's
-    checkpoint is final, so resuming it goes straight to conversion.
+
+def reuse_member_zero(single_run: Path, ensemble_run: Path) -> None:
+    """An ensemble's member 0 is the single-member arm's run (same config, seed and data):
+    copy it, once.
+
+    The ensemble then trains members 1-4 only; member 0's checkpoint is final, so
+    resuming it goes straight to conversion (or evaluation).
     """
-    source, target = qtdog_run / "member-0", eoq_run / "member-0"
-    if not (qtdog_run / "summary.json").is_file() or target.exists():
+    source, target = single_run / "member-0", ensemble_run / "member-0"
+    if not (single_run / "summary.json").is_file() or target.exists():
         return
     target.mkdir(parents=True)
     for name in ("checkpoint.pt", "log.jsonl"):
         shutil.copy2(source / name, target / name)
-    print(f"eoq5: member 0 reused from {qtdog_run}", flush=True)
+    print(f"{ensemble_run}: member 0 reused from {single_run}", flush=True)
 
 
 def main() -> None:
@@ -166,8 +177,9 @@ def main() -> None:
                 if (out / "summary.json").is_file():
                     print(f"skip {arm} {domain} trial {trial}: done", flush=True)
                     continue
-                if arm == "eoq5":
-                    reuse_member_zero(root / "qtdog" / domain / f"trial{trial}", out)
+                if arm in MEMBER_ZERO_FROM:
+                    single = root / MEMBER_ZERO_FROM[arm] / domain / f"trial{trial}"
+                    reuse_member_zero(single, out)
                 cfg = TrainConfig(
                     **arm_config(arm, base),
                     out=str(out),

@@ -1,4 +1,4 @@
-"""The sweep's EoQ arm reuses the finished ``qtdog`` run as its member 0."""
+"""The sweep's ensemble arms reuse the finished single-member run as their member 0."""
 
 from __future__ import annotations
 
@@ -48,3 +48,39 @@ def test_nothing_is_reused_from_an_unfinished_qtdog_run(tmp_path: Path):
     (unfinished / "member-0").mkdir(parents=True)
     sweep.reuse_member_zero(unfinished, tmp_path / "eoq5")
     assert not (tmp_path / "eoq5").exists()
+
+
+def test_erm_ensemble_arm_reuses_erm_and_reports_the_float_ensemble(
+    shapes_root: Path, tmp_path: Path
+):
+    pytest.importorskip("torch")
+    from qtdog_train.pipeline import run
+
+    sweep = _load_sweep()
+    assert sweep.arm_config("erm5", {})["members"] == 5
+    erm_dir, ensemble_dir = tmp_path / "erm", tmp_path / "erm5"
+    config = {"algorithm": "erm", "export": False}
+    single = run(tiny_config(shapes_root, erm_dir, members=1, **config))
+    assert "ensemble" not in single  # one member: nothing to ensemble
+    (erm_dir / "summary.json").write_text(json.dumps(single))
+
+    sweep.reuse_member_zero(erm_dir, ensemble_dir)
+    ensemble = run(tiny_config(shapes_root, ensemble_dir, members=2, **config))
+    assert ensemble["members"][0]["selected"] == single["members"][0]["selected"]
+    result = ensemble["ensemble"]
+    assert set(result["test"]) == {"sketch"} and set(result["val"]) == {"cartoon", "photo"}
+    # the same ensemble rebuilt from the saved checkpoints (bench/ensemble_eval.py's path)
+    import torch
+
+    from qtdog_train.evaluation import evaluate_run, mean_logits
+    from qtdog_train.pipeline import load_run_data
+    from qtdog_train.trainer import load_selected_model
+
+    loaded = [load_selected_model(ensemble_dir, i) for i in (0, 1)]
+    data = load_run_data(loaded[0][0], torch.device("cpu"))
+    again = evaluate_run(mean_logits([model for _, model in loaded]), data)
+    assert again["test_acc"] == pytest.approx(result["test_acc"])
+    assert again["val_acc"] == pytest.approx(result["val_acc"])
+    line = sweep.result_line("erm5", "sketch", 0, ensemble)
+    assert line["test_acc"] == result["test_acc"] and line["members"] == 2
+    assert not (ensemble_dir / "model" / "ensemble.onnx").exists()  # nothing converted

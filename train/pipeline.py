@@ -319,6 +319,7 @@ def run(cfg: TrainConfig, resume: bool = False, report: Reporter | None = None) 
     repo_dir.mkdir(parents=True, exist_ok=True)
     members: list[Member] = []
     member_reports: list[dict[str, Any]] = []
+    trained_models: list[torch.nn.Module] = []  # without export: the as-trained ensemble
     started = time.perf_counter()
     for index in range(cfg.members):
         emit("member_start", {"member": index, "members": cfg.members, "steps": cfg.steps})
@@ -345,6 +346,7 @@ def run(cfg: TrainConfig, resume: bool = False, report: Reporter | None = None) 
                 json.dumps(member_reports[-1], indent=2)
             )
             emit("member_done", member_reports[-1])
+            trained_models.append(result.model.to(device).eval())
             continue
         converted = _already_converted(out / f"member-{index}" / "report.json", result, repo_dir)
         if converted is None:
@@ -360,6 +362,10 @@ def run(cfg: TrainConfig, resume: bool = False, report: Reporter | None = None) 
         "members": member_reports,
         "version": __version__,
     }
+    if not cfg.export and len(trained_models) > 1:
+        # the members as trained (float ERM, fake-quant QT-DoG), mean logits: an ensemble
+        # baseline with nothing converted (e.g. an ERM ensemble against EoQ)
+        summary["ensemble"] = evaluate_run(mean_logits(trained_models), data)
     if cfg.export:
         ensemble_name = None
         onnx_paths = [repo_dir / m.onnx for m in members]
