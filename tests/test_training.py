@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -179,6 +180,26 @@ def test_resume_after_interruption_matches_uninterrupted_run(
     ]
     b = torch.load(tmp_path / "straight" / "member-0" / "checkpoint.pt", weights_only=True)["model"]
     assert all(torch.equal(a[k], b[k]) for k in b)
+
+
+def test_resume_reuses_a_conversion_only_under_the_same_settings(
+    shapes_root: Path, tmp_path: Path
+) -> None:
+    from qtdog_train.pipeline import run
+
+    cfg = tiny_config(shapes_root, tmp_path / "run", members=1, merge_members=False)
+    first = run(cfg)
+    onnx = tmp_path / "run" / "model" / "member-0.onnx"
+    assert first["members"][0]["conversion"]["activation_observer"] == "minmax"  # the default
+    stamp = onnx.stat().st_mtime_ns
+    again = run(cfg, resume=True)
+    assert onnx.stat().st_mtime_ns == stamp  # same settings: nothing converted again
+    assert again["members"][0] == first["members"][0]
+    other = run(replace(cfg, activation_observer="histogram"), resume=True)
+    assert other["members"][0]["conversion"]["activation_observer"] == "histogram"
+    assert onnx.stat().st_mtime_ns != stamp  # converted again with the new observer
+    report = json.loads((tmp_path / "run" / "member-0" / "report.json").read_text())
+    assert report["conversion"]["activation_observer"] == "histogram"
 
 
 def test_erm_run_and_config_errors(shapes_root: Path, tmp_path: Path) -> None:

@@ -212,6 +212,7 @@ def convert_and_report(
     report = {
         "member": result.index,
         "seed": result.seed,
+        "conversion": conversion_settings(cfg),
         "best_step": result.best_step,
         "selected": result.best,
         "switch": result.switch,
@@ -237,15 +238,27 @@ def _member_entry(result: MemberResult) -> Member:
     )
 
 
+def conversion_settings(cfg: TrainConfig) -> dict[str, Any]:
+    """What a member's conversion depends on besides its weights (recorded in its report)."""
+    return {
+        "calibration_images": cfg.calibration_images,
+        "calibration": cfg.calibration,
+        "activation_observer": cfg.activation_observer,
+    }
+
+
 def _already_converted(
-    report_path: Path, result: MemberResult, repo_dir: Path
+    report_path: Path, result: MemberResult, repo_dir: Path, cfg: TrainConfig
 ) -> tuple[Member, dict[str, Any]] | None:
-    """A resumed run reuses a member's conversion when its report and files match the selection."""
+    """A resumed run reuses a member's conversion when its report and files match the selection
+    and the conversion settings (so ``--resume --activation-observer ...`` re-converts)."""
     if not report_path.is_file():
         return None
     report = json.loads(report_path.read_text())
     onnx_name, weights_name = member_file_names(result.index)
     if report.get("best_step") != result.best_step or "onnx_int8" not in report:
+        return None
+    if report.get("conversion") != conversion_settings(cfg):
         return None
     if not ((repo_dir / onnx_name).is_file() and (repo_dir / weights_name).is_file()):
         return None
@@ -348,7 +361,9 @@ def run(cfg: TrainConfig, resume: bool = False, report: Reporter | None = None) 
             emit("member_done", member_reports[-1])
             trained_models.append(result.model.to(device).eval())
             continue
-        converted = _already_converted(out / f"member-{index}" / "report.json", result, repo_dir)
+        converted = _already_converted(
+            out / f"member-{index}" / "report.json", result, repo_dir, cfg
+        )
         if converted is None:
             converted = convert_and_report(cfg, result, cpu_data, repo_dir)
             (out / f"member-{index}" / "report.json").write_text(json.dumps(converted[1], indent=2))
