@@ -109,8 +109,6 @@ def member_calibration(
     )
 
 
-#: The forms of a converted member that ``conversion_predictions`` can run.
-CONVERSION_FORMS = ("fake_quant", "torch_int8", "onnx_int8", "pt2e_reference")
 #: Forms that run the int8 graph eagerly in torch: slow, so the source holdout is opt-in.
 _SLOW_FORMS = ("torch_int8", "pt2e_reference")
 
@@ -473,4 +471,14 @@ def _mean_logits_eval(paths: list[Path], cpu: RunData) -> dict[str, Any]:
     return evaluate_run(mean_logits([onnx_predictor(p) for p in paths]), cpu)
 
 
-__all__ = ["REPO_DIR", "calibration_batches", "load_run_data", "run"]
+__all__ = [
+    "REPO_DIR",
+    "calibration_batches",
+    "conversion_predictions",
+    "conversion_settings",
+    "load_run_data",
+    "member_calibration",
+    "onnx_predictor",
+    "reconvert",
+    "run",
+]
