@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import shutil
 import statistics
 import subprocess
@@ -24,6 +23,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from machine import describe_machine, machine_line  # bench/machine.py, beside this script
 
 
 def throughput(model, batch: int, repeats: int, min_seconds: float = 0.5) -> float:
@@ -108,11 +108,7 @@ def main() -> None:
         results[backend] = row
     cold = cold_start(args.model, max(1, args.repeats // 2))
 
-    machine = platform.processor() or platform.machine()
-    if args.device == "cuda":
-        import torch
-
-        machine = torch.cuda.get_device_name(0)
+    machine = machine_line(describe_machine(cuda=args.device == "cuda"))
     print(f"model: {args.model or 'packaged default'}  {info}  ({machine})")
     print()
     print("| backend | load (s) | " + " | ".join(f"batch {b} (img/s)" for b in batches) + " |")

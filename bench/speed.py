@@ -22,12 +22,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import time
 from pathlib import Path
 
 import numpy as np
+from machine import describe_machine, machine_line  # bench/machine.py, beside this script
 
 CACHE = Path(os.environ.get("QTDOG_BENCH_CACHE", Path.home() / ".cache" / "qtdog" / "bench"))
 MEMBERS = 5
@@ -252,7 +252,7 @@ def main() -> None:
         "eoq_size_vs_fp32_size_ratio": summary[f"eoq_size_vs_fp32_size_ratio_{headline_size}px"],
         "headline": key,
         "backbone": args.backbone,
-        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+        "machine": machine_line(describe_machine()),
         "threads": args.threads,
         "details": summary,
         "rows": rows,

@@ -20,13 +20,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
+from machine import describe_machine  # bench/machine.py, beside this script
 
 from qtdog_train.config import TrainConfig
 from qtdog_train.pipeline import load_run_data
@@ -105,17 +105,6 @@ def measure(
     return row
 
 
-def _machine(device: torch.device) -> dict[str, Any]:
-    info: dict[str, Any] = {
-        "cpu": platform.processor() or platform.machine(),
-        "torch": torch.__version__,
-        "threads": torch.get_num_threads(),
-    }
-    if device.type == "cuda":
-        info["gpu"] = torch.cuda.get_device_name(device)
-    return info
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -147,7 +136,10 @@ def main() -> None:
     started = time.perf_counter()
     data = load_run_data(base, device)
     print(f"data on {device} in {time.perf_counter() - started:.1f} s", flush=True)
-    machine = _machine(device)
+    machine = describe_machine(cuda=device.type == "cuda") | {
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+    }
     rows = []
     for mode in args.modes:
         for algorithm in args.algorithms:
