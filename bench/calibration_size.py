@@ -38,9 +38,9 @@ def main() -> None:
     args = parser.parse_args()
     cfg, model = load_selected_model(args.run, args.member)
     data = load_run_data(cfg, torch.device("cpu"))
+    recipe = "augmented" if args.augment else "plain"
     weights_only = None
     for count in args.images:
-        recipe = "augmented" if args.augment else "plain"
         calibration = member_calibration(cfg, data, args.member, count, recipe)
         forms = ("onnx_int8",) if weights_only is not None else ("fake_quant", "onnx_int8")
         _, preds = reconvert(model, cfg.bits, calibration, data, args.observer, forms)

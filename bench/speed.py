@@ -44,9 +44,7 @@ def _model(backbone: str):
 
 def _build(backbone: str, size: int) -> dict[str, Path]:
     """fp32 ONNX, int8 member ONNX, and 5-member merged graphs for input ``size`` (cached)."""
-    from qtdog_train.models.backbones import DEFAULT_BACKBONE
-
-    folder = CACHE / (f"lite0-{size}" if backbone == DEFAULT_BACKBONE else f"{backbone}-{size}")
+    folder = CACHE / f"{backbone}-{size}"
     paths = {k: folder / f"{k}.onnx" for k in ("fp32", "int8", "fp32_x5", "int8_x5")}
     if all(p.is_file() for p in paths.values()):
         return paths

@@ -357,7 +357,8 @@ def run(cfg: TrainConfig, resume: bool = False, report: Reporter | None = None) 
                 json.dumps(member_reports[-1], indent=2)
             )
             emit("member_done", member_reports[-1])
-            trained_models.append(result.model.to(device).eval())
+            if cfg.members > 1:
+                trained_models.append(result.model.to(device).eval())
             continue
         converted = _already_converted(
             out / f"member-{index}" / "report.json", result, repo_dir, cfg
@@ -375,7 +376,7 @@ def run(cfg: TrainConfig, resume: bool = False, report: Reporter | None = None) 
         "members": member_reports,
         "version": __version__,
     }
-    if not cfg.export and len(trained_models) > 1:
+    if trained_models:
         # the members as trained (float ERM, fake-quant QT-DoG), mean logits: an ensemble
         # baseline with nothing converted (e.g. an ERM ensemble against EoQ)
         summary["ensemble"] = evaluate_run(mean_logits(trained_models), data)

@@ -42,7 +42,6 @@ from qtdog_sdk.errors import ImageLoadError
 from qtdog_sdk.images import IMAGE_EXTENSIONS, load_image
 
 REPO = Path(__file__).resolve().parents[2]
-MIB = 1 << 20
 #: The device tool's limit on the working tree that travels (device README, "Limits" says
 #: 64 MiB). Counted here as 64 decimal MB with 3% to spare: on 2026-11-27 the tool refused
 #: a tree of 62.3 MiB (65.3 MB) made of 9,992 small files plus wheels, so it counts either
@@ -326,8 +325,8 @@ def main() -> None:
     wheel, tree = tree_bytes(wheels), travelling_tree_bytes()
     total, limit = data + wheel + tree, TRAVEL_LIMIT_BYTES
     print(
-        f"travels: data {data / MIB:.1f} MiB ({carried.relative_to(REPO)}) + wheels "
-        f"{wheel / MIB:.1f} MiB ({wheels.relative_to(REPO)}) + git tree {tree / MIB:.1f} MiB "
+        f"travels: data {data / 1e6:.1f} MB ({carried.relative_to(REPO)}) + wheels "
+        f"{wheel / 1e6:.1f} MB ({wheels.relative_to(REPO)}) + git tree {tree / 1e6:.1f} MB "
         f"= {total / 1e6:.1f} MB of {limit / 1e6:.1f} MB"
     )
     if total > limit:
