@@ -12,6 +12,9 @@ Arms (all under one protocol: resolution, steps, q_start, batch, lr):
   qtdog-official   QT-DoG --official-compat (the released code's behaviour)
   eoq5             5 QT-DoG members, int8 ONNX ensemble (mean logits); member 0 is
                    the qtdog arm's run when that is finished (identical training)
+  eoq5-fq          the same 5 QT-DoG members, nothing converted: their fake-quant
+                   ensemble (mean logits), for GPU loans too short for five int8
+                   conversions on the CPU; member 0 is the qtdog arm's run
   erm5             5 ERM members, float ensemble (mean logits): the ensemble without
                    quantization, so EoQ's gain can be split into ensembling and QT-DoG;
                    member 0 is the erm arm's run
@@ -42,6 +45,7 @@ ARMS = (
     "qtdog",
     "qtdog-official",
     "eoq5",
+    "eoq5-fq",
     "erm5",
     "qtdog-b8",
     "qtdog-b6",
@@ -63,6 +67,8 @@ def arm_config(arm: str, base: dict[str, Any]) -> dict[str, Any]:
         cfg.update(algorithm="qtdog", official_compat=True, members=1, export=False)
     elif arm == "eoq5":
         cfg.update(algorithm="qtdog", members=5, export=True)
+    elif arm == "eoq5-fq":
+        cfg.update(algorithm="qtdog", members=5, export=False)
     elif arm == "erm5":
         cfg.update(algorithm="erm", bits=8, members=5, export=False)
     elif match := re.fullmatch(r"qtdog-b(\d)", arm):
@@ -97,7 +103,7 @@ def result_line(arm: str, domain: str, trial: int, summary: dict[str, Any]) -> d
 
 
 #: Ensemble arm -> the single-member arm whose finished run is its member 0.
-MEMBER_ZERO_FROM = {"eoq5": "qtdog", "erm5": "erm"}
+MEMBER_ZERO_FROM = {"eoq5": "qtdog", "eoq5-fq": "qtdog", "erm5": "erm"}
 
 
 def reuse_member_zero(single_run: Path, ensemble_run: Path) -> None:

@@ -58,6 +58,9 @@ def test_erm_ensemble_arm_reuses_erm_and_reports_the_float_ensemble(
 
     sweep = _load_sweep()
     assert sweep.arm_config("erm5", {})["members"] == 5
+    fake_quant_eoq = sweep.arm_config("eoq5-fq", {})
+    assert (fake_quant_eoq["algorithm"], fake_quant_eoq["members"]) == ("qtdog", 5)
+    assert not fake_quant_eoq["export"] and sweep.MEMBER_ZERO_FROM["eoq5-fq"] == "qtdog"
     erm_dir, ensemble_dir = tmp_path / "erm", tmp_path / "erm5"
     config = {"algorithm": "erm", "export": False}
     single = run(tiny_config(shapes_root, erm_dir, members=1, **config))

@@ -71,6 +71,38 @@ def test_corrupt_image_is_reported_and_skipped_or_fails_strict(
         build_run_data(dataset, **args, strict=True)
 
 
+def test_builders_of_one_cache_entry_at_once_all_succeed(shapes_root: Path, tmp_path: Path) -> None:
+    """Parallel sweeps decode the same dataset into one cache at the same time: every
+    builder must get its pixels and leave one complete entry behind."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    from qtdog_train.data.cache import decode_images
+
+    files = sorted(shapes_root.rglob("*.png"))
+    builders = 6
+    decoded_all = threading.Barrier(builders)  # all builders write the entry together
+
+    def build(_: int) -> bytes:
+        seen = 0
+
+        def progress(n: int) -> None:
+            nonlocal seen
+            seen += n
+            if seen == len(files):
+                decoded_all.wait(timeout=60)
+
+        images = decode_images(
+            files, (24, 24), cache_dir=tmp_path / "cache", workers=1, on_progress=progress
+        )
+        return images.pixels.tobytes()
+
+    with ThreadPoolExecutor(builders) as pool:
+        results = list(pool.map(build, range(builders)))
+    assert len(set(results)) == 1
+    assert sorted(p.suffix for p in (tmp_path / "cache").iterdir()) == [".json", ".npy"]
+
+
 def test_augmentation_is_batched_and_in_range() -> None:
     from qtdog_train.data.augment import domainbed_augment
 

@@ -24,7 +24,8 @@
 #   SPEED_ARGS extra bench/train_speed.py arguments
 #   DOMAINS    held-out domains, one sweep process each ("sketch art_painting cartoon photo")
 #   PHASES     arm lists run one after another by each process, ';'-separated
-#              ("erm qtdog;qtdog-official")
+#              ("erm qtdog;qtdog-official"); '|' separates lanes, each its own process
+#              per domain, in parallel ("eoq5-fq|erm5": 2 processes per domain)
 #   TRIALS     trial seeds ("0 1 2")
 #   THREADS    CPU threads per sweep process (4)
 #   DATA       the compact dataset (default: the one carried data/PACS-*.tar.gz, unpacked to /tmp)
@@ -175,24 +176,27 @@ EOF
 	logs=$SWEEP_OUT/logs
 	mkdir -p "$logs"
 	echo "== sweeps: ${DOMAINS} in parallel, phases '${PHASES}', trials ${TRIALS} ($(left) s left)"
+	IFS='|' read -ra lanes <<<"$PHASES"
 	pids=()
 	for domain in $DOMAINS; do
-		(
-			IFS=';' read -ra phases <<<"$PHASES"
-			for arms in "${phases[@]}"; do
-				[[ $(left) -ge 20 ]] || break
-				# shellcheck disable=SC2086
-				OMP_NUM_THREADS=$THREADS timeout -k 10 "$(left)" "$PYTHON" bench/sweep.py \
-					--data "$DATA" --protocol "$PROTOCOL" --out "$SWEEP_OUT" --device "$DEVICE" \
-					--results "$SWEEP_OUT/copied" --compile off \
-					--image-size 112 --steps 600 --q-start 240 --eval-every 100 \
-					--arms $arms --trial-seeds $TRIALS --test-domains "$domain" "$@"
-				code=$?
-				echo "sweep $domain [$arms]: exit $code"
-				[[ $code -eq 0 ]] || break
-			done
-		) >"$logs/sweep-$domain.log" 2>&1 &
-		pids+=($!)
+		for lane in "${!lanes[@]}"; do
+			(
+				IFS=';' read -ra phases <<<"${lanes[$lane]}"
+				for arms in "${phases[@]}"; do
+					[[ $(left) -ge 20 ]] || break
+					# shellcheck disable=SC2086
+					OMP_NUM_THREADS=$THREADS timeout -k 10 "$(left)" "$PYTHON" bench/sweep.py \
+						--data "$DATA" --protocol "$PROTOCOL" --out "$SWEEP_OUT" --device "$DEVICE" \
+						--results "$SWEEP_OUT/copied" --compile off \
+						--image-size 112 --steps 600 --q-start 240 --eval-every 100 \
+						--arms $arms --trial-seeds $TRIALS --test-domains "$domain" "$@"
+					code=$?
+					echo "sweep $domain [$arms]: exit $code"
+					[[ $code -eq 0 ]] || break
+				done
+			) >"$logs/sweep-$domain-$lane.log" 2>&1 &
+			pids+=($!)
+		done
 	done
 	status=0
 	for pid in "${pids[@]}"; do

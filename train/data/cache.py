@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import uuid
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -104,8 +105,14 @@ def decode_images(
             if on_progress:
                 on_progress(1)
     cache_dir.mkdir(parents=True, exist_ok=True)
-    tmp = pixels_path.with_suffix(".tmp.npy")
-    np.save(tmp, pixels)
-    os.replace(tmp, pixels_path)
-    meta_path.write_text(json.dumps({"ok": ok.tolist(), "errors": errors}))
+    # Several processes may build the same entry at once (parallel sweeps): each writes
+    # its own temporary files and renames them into place; the metadata goes last because
+    # a reader takes the entry only when both files exist.
+    unique = uuid.uuid4().hex
+    tmp_pixels = cache_dir / f"{key}.{unique}.tmp.npy"
+    np.save(tmp_pixels, pixels)
+    os.replace(tmp_pixels, pixels_path)
+    tmp_meta = cache_dir / f"{key}.{unique}.tmp.json"
+    tmp_meta.write_text(json.dumps({"ok": ok.tolist(), "errors": errors}))
+    os.replace(tmp_meta, meta_path)
     return DecodedImages(pixels, ok, errors)
