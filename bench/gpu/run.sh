@@ -22,6 +22,7 @@
 #   MARGIN_S   seconds kept for copying results back (25)
 #   SPEED_S    limit of the training-speed stage (200); PREDICT_S of the prediction one (45)
 #   SPEED_ARGS extra bench/train_speed.py arguments
+#   CUDA_TESTS 1 runs tests/test_cuda.py beside the sweeps, 0 skips them (1)
 #   DOMAINS    held-out domains, one sweep process each ("sketch art_painting cartoon photo")
 #   PHASES     arm lists run one after another by each process, ';'-separated
 #              ("erm qtdog;qtdog-official"); '|' separates lanes, each its own process
@@ -44,6 +45,7 @@ WALL_S=${WALL_S:-590}
 MARGIN_S=${MARGIN_S:-25}
 SPEED_S=${SPEED_S:-200}
 PREDICT_S=${PREDICT_S:-45}
+CUDA_TESTS=${CUDA_TESTS:-1}
 SPEED_ARGS=${SPEED_ARGS:-}
 DOMAINS=${DOMAINS:-sketch art_painting cartoon photo}
 PHASES=${PHASES:-erm qtdog;qtdog-official}
@@ -168,10 +170,15 @@ EOF
 	fi
 
 	[[ $(left) -ge 30 ]] || fail "only $(left) s left for the sweeps"
-	echo "== CUDA tests, in the background (log in $OUT/pytest_cuda.txt)"
-	timeout -k 10 "$(left)" "$PYTHON" -m pytest tests/test_cuda.py -q -p no:cacheprovider \
-		>"$OUT/pytest_cuda.txt" 2>&1 &
-	tests_pid=$!
+	tests_pid=
+	if [[ $CUDA_TESTS == 1 ]]; then
+		echo "== CUDA tests, in the background (log in $OUT/pytest_cuda.txt)"
+		timeout -k 10 "$(left)" "$PYTHON" -m pytest tests/test_cuda.py -q -p no:cacheprovider \
+			>"$OUT/pytest_cuda.txt" 2>&1 &
+		tests_pid=$!
+	else
+		echo "== CUDA tests: skipped"
+	fi
 
 	logs=$SWEEP_OUT/logs
 	mkdir -p "$logs"
@@ -202,9 +209,11 @@ EOF
 	for pid in "${pids[@]}"; do
 		wait "$pid" || status=$?
 	done
-	wait "$tests_pid"
-	echo "== CUDA tests: exit $?"
-	tail -n 5 "$OUT/pytest_cuda.txt"
+	if [[ -n $tests_pid ]]; then
+		wait "$tests_pid"
+		echo "== CUDA tests: exit $?"
+		tail -n 5 "$OUT/pytest_cuda.txt"
+	fi
 	for log in "$logs"/sweep-*.log; do
 		echo "--- $log"
 		grep -E "trial [0-9]+:|exit|Error|error" "$log" | tail -n 20
