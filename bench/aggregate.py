@@ -2,6 +2,8 @@
 and a bar chart (PNG) per domain.
 
     python bench/aggregate.py bench/results/sweep_cpu112.jsonl --out docs/plots/cpu112
+    python bench/aggregate.py bench/results/sweep_gpu112.jsonl --out docs/plots/gpu112 \
+        --pair eoq5-fq:erm5 --pair qtdog-b4:qtdog
 """
 
 from __future__ import annotations
@@ -31,8 +33,9 @@ def fmt(values: list[float]) -> str:
     )
 
 
-def paired_table(rows: list[dict], baseline: str) -> list[str]:
-    """Markdown rows: each arm minus ``baseline`` on the same held-out domain and trial seed.
+def paired_row(rows: list[dict], arm: str, baseline: str) -> str | None:
+    """One markdown row: ``arm`` minus ``baseline`` on the same held-out domain and trial
+    seed, or None when no such pair exists.
 
     Pairing removes the split's difficulty from the comparison; only pairs present for
     both arms count, so a partly finished sweep still compares like with like.
@@ -40,32 +43,40 @@ def paired_table(rows: list[dict], baseline: str) -> list[str]:
     base = {
         (r["test_domain"], r["trial_seed"]): r["test_acc"] for r in rows if r["arm"] == baseline
     }
-    if not base:
-        return []
-    lines = []
-    for arm in dict.fromkeys(r["arm"] for r in rows if r["arm"] != baseline):
-        pairs = [
-            (
-                r["test_domain"],
-                r["trial_seed"],
-                r["test_acc"] - base[(r["test_domain"], r["trial_seed"])],
-            )
-            for r in rows
-            if r["arm"] == arm and (r["test_domain"], r["trial_seed"]) in base
-        ]
-        if not pairs:
-            continue
-        diffs = [d for _, _, d in pairs]
-        names = ", ".join(f"{dom[:1]}{trial}" for dom, trial, _ in pairs)
-        lines.append(
-            f"| {arm} | {fmt(diffs).replace(' (n=', ' (pairs=')} | "
-            f"{sum(d > 0 for d in diffs)} / {len(diffs)} | {names} |"
+    pairs = [
+        (
+            r["test_domain"],
+            r["trial_seed"],
+            r["test_acc"] - base[(r["test_domain"], r["trial_seed"])],
         )
+        for r in rows
+        if r["arm"] == arm and (r["test_domain"], r["trial_seed"]) in base
+    ]
+    if not pairs:
+        return None
+    diffs = [d for _, _, d in pairs]
+    names = ", ".join(f"{dom[:1]}{trial}" for dom, trial, _ in pairs)
+    return (
+        f"| {arm} - {baseline} | {fmt(diffs).replace(' (n=', ' (pairs=')} | "
+        f"{sum(d > 0 for d in diffs)} / {len(diffs)} | {names} |"
+    )
+
+
+def paired_table(rows: list[dict], comparisons: list[tuple[str, str]]) -> list[str]:
+    """Markdown table of the (arm, baseline) comparisons that have pairs."""
+    lines = [line for arm, base in comparisons if (line := paired_row(rows, arm, base))]
     header = [
-        f"| arm - {baseline} (paired) | mean difference (points) | wins / pairs | pairs |",
+        "| comparison (paired) | mean difference (points) | wins / pairs | pairs |",
         "|---|---|---|---|",
     ]
     return header + lines if lines else []
+
+
+def comparison(text: str) -> tuple[str, str]:
+    arm, sep, baseline = text.partition(":")
+    if not sep or not arm or not baseline:
+        raise argparse.ArgumentTypeError(f"--pair {text!r}: expected ARM:BASELINE")
+    return arm, baseline
 
 
 def main() -> None:
@@ -77,6 +88,14 @@ def main() -> None:
     )
     parser.add_argument(
         "--out", type=Path, required=True, help="folder for table.md, summary.json, charts"
+    )
+    parser.add_argument(
+        "--pair",
+        type=comparison,
+        action="append",
+        default=[],
+        metavar="ARM:BASELINE",
+        help="a paired comparison besides every arm - erm (repeatable), e.g. eoq5-fq:erm5",
     )
     args = parser.parse_args()
     rows = [
@@ -102,7 +121,8 @@ def main() -> None:
             f"| {arm} | " + " | ".join(fmt(acc[arm][d]) for d in domains) + f" | {fmt(complete)} |"
         )
         summary[arm] = {d: mean_se(acc[arm][d]) for d in domains if acc[arm][d]}
-    if paired := paired_table(rows, "erm"):
+    comparisons = [(arm, "erm") for arm in arms if arm != "erm"] + args.pair
+    if paired := paired_table(rows, comparisons):
         lines += ["", *paired]
     args.out.mkdir(parents=True, exist_ok=True)
     table = "\n".join(lines) + "\n"

@@ -87,3 +87,79 @@ def test_erm_ensemble_arm_reuses_erm_and_reports_the_float_ensemble(
     line = sweep.result_line("erm5", "sketch", 0, ensemble)
     assert line["test_acc"] == result["test_acc"] and line["members"] == 2
     assert not (ensemble_dir / "model" / "ensemble.onnx").exists()  # nothing converted
+
+
+def test_member_pairs_match_twin_members_of_two_ensemble_runs(
+    shapes_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """bench/member_pairs.py pairs member i of a QT-DoG ensemble with member i of an ERM one
+    (same split and seed) and reports their accuracy differences."""
+    pytest.importorskip("torch")
+    from qtdog_train.pipeline import run
+
+    monkeypatch.syspath_prepend(str(BENCH))
+    import member_pairs
+
+    root = tmp_path / "protocol"
+    for arm, algorithm in (("eoq5-fq", "qtdog"), ("erm5", "erm")):
+        out = root / arm / "sketch" / "trial0"
+        run(tiny_config(shapes_root, out, algorithm=algorithm, members=2, export=False))
+    rows = member_pairs.paired_members(root, "eoq5-fq", "erm5")
+    assert [(r["test_domain"], r["trial_seed"], r["member"]) for r in rows] == [
+        ("sketch", 0, 0),
+        ("sketch", 0, 1),
+    ]
+    for row in rows:
+        report = json.loads(
+            (
+                root / "erm5" / "sketch" / "trial0" / f"member-{row['member']}" / "report.json"
+            ).read_text()
+        )
+        assert row["baseline_test_acc"] == report["selected"]["test_acc"]
+        assert row["test_diff"] == pytest.approx(row["test_acc"] - row["baseline_test_acc"])
+    summary = member_pairs.summarize(rows)
+    assert summary["pairs"] == 2 and 0 <= summary["wins"] <= 2
+    # a member trained with another seed is not a twin
+    other = root / "erm5" / "sketch" / "trial0" / "member-1" / "report.json"
+    other.write_text(json.dumps(json.loads(other.read_text()) | {"seed": 99}))
+    with pytest.raises(SystemExit, match="seeds differ"):
+        member_pairs.paired_members(root, "eoq5-fq", "erm5")
+
+
+def test_aggregate_pairs_arms_on_the_same_domain_and_trial(tmp_path: Path):
+    """bench/aggregate.py: paired differences use only (domain, trial) cells both arms have,
+    and --pair adds comparisons besides every arm - erm."""
+    import subprocess
+    import sys
+
+    def row(arm: str, domain: str, trial: int, acc: float) -> dict:
+        return {"arm": arm, "test_domain": domain, "trial_seed": trial, "test_acc": acc}
+
+    rows = [
+        row("erm", "sketch", 0, 0.50),
+        row("erm", "sketch", 1, 0.60),
+        row("erm5", "sketch", 0, 0.70),
+        row("eoq5-fq", "sketch", 0, 0.75),
+        row("eoq5-fq", "sketch", 1, 0.80),  # no erm5 twin: not a pair for eoq5-fq - erm5
+    ]
+    results = tmp_path / "results.jsonl"
+    results.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "agg"
+    command = [sys.executable, str(BENCH / "aggregate.py"), str(results), "--out", str(out)]
+    done = subprocess.run(
+        [*command, "--pair", "eoq5-fq:erm5"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    table = (out / "table.md").read_text()
+    assert table in done.stdout
+    assert "| eoq5-fq - erm | 22.5 ± 2.5 (pairs=2) | 2 / 2 | s0, s1 |" in table
+    assert "| eoq5-fq - erm5 | 5.0 (pairs=1) | 1 / 1 | s0 |" in table
+    assert (out / "bars_sketch.png").stat().st_size > 0
+    bad = subprocess.run(
+        [*command, "--pair", "eoq5-fq"],
+        capture_output=True,
+        text=True,
+    )
+    assert bad.returncode == 2 and "expected ARM:BASELINE" in bad.stderr
