@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import statistics
 from pathlib import Path
 
@@ -94,7 +95,7 @@ def main() -> None:
     result = {}
     for name, group in groups.items():
         s = result[name] = summarize(group)
-        se = "" if s["test_diff_se"] != s["test_diff_se"] else f" ± {100 * s['test_diff_se']:.2f}"
+        se = "" if math.isnan(s["test_diff_se"]) else f" ± {100 * s['test_diff_se']:.2f}"
         print(
             f"| {name} | {s['pairs']} | {100 * s['test_diff']:+.2f}{se} | "
             f"{s['wins']} / {s['pairs']} | {100 * s['val_diff']:+.2f} |"
