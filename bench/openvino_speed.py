@@ -52,26 +52,27 @@ def _openvino_request(path: Path, threads: int, precision: str, shape: list[int]
 def agreement(folder: Path, every: int, threads: int) -> dict[str, float]:
     """onnxruntime vs OpenVINO on the default model's ensemble graph, real images."""
     from qtdog_sdk import QTDoGEnsemble
+    from qtdog_sdk.evaluate import domain_images
     from qtdog_sdk.images import load_image, preprocess
 
     model = QTDoGEnsemble.from_pretrained(DEFAULT_MODEL, backend="onnx")
-    config = model._config
+    config = model.config
     request = _openvino_request(DEFAULT_MODEL / config.ensemble_onnx, threads, "f32")
-    files = sorted(f for f in folder.rglob("*") if f.is_file())[::every]
+    items = domain_images(folder.parent, folder.name, list(model.labels))[::every]
     same = right_ort = right_ov = 0
     largest = 0.0
-    for start in range(0, len(files), 32):
-        chunk = files[start : start + 32]
-        x = preprocess([load_image(f) for f in chunk], config.preprocessing)
+    for start in range(0, len(items), 32):
+        chunk = items[start : start + 32]
+        x = preprocess([load_image(path) for path, _ in chunk], config.preprocessing)
         ort_logits = model.backend.run(x)
         ov_logits = request.infer({0: x})[0]
         ort_top, ov_top = ort_logits.mean(1).argmax(-1), ov_logits.mean(1).argmax(-1)
-        truth = np.array([model.labels.index(f.parent.name) for f in chunk])
+        truth = np.array([label for _, label in chunk])
         same += int((ort_top == ov_top).sum())
         right_ort += int((ort_top == truth).sum())
         right_ov += int((ov_top == truth).sum())
         largest = max(largest, float(np.abs(ort_logits - ov_logits).max()))
-    n = len(files)
+    n = len(items)
     return {
         "images": n,
         "top1_agreement": same / n,
