@@ -14,8 +14,14 @@ The 5-member graphs of bench/speed.py repeat one member, which an optimizer may 
 a ``x5`` rate above 1/5 of the member's is that, not a faster ensemble.
 
 ``--agreement DIR`` instead compares the two runtimes on the embedded default model's int8
-ensemble graph over real images (``DIR/<class>/<image>``): top-1 agreement, accuracy of
-each, largest logit difference.
+ensemble graph over real images (``DIR/<class>/<image>``), each against the reference: the
+same graph in onnxruntime with every optimization off, which executes the Q/DQ nodes as the
+ONNX spec defines them. Top-1 agreement (ensemble and per member), accuracy, largest logit
+difference. ``--agreement DIR --first-divergence MEMBER`` walks one member's quantized
+tensors to the first where OpenVINO leaves the reference, and re-runs that layer alone:
+
+    python bench/openvino_speed.py --agreement ../shared/data/PACS/sketch --every 16 \
+        --first-divergence 0
 """
 
 from __future__ import annotations
@@ -26,6 +32,8 @@ from pathlib import Path
 
 import numpy as np
 from speed import CACHE, _rate, _session
+
+from qtdog_sdk.format import ONNX_INPUT_NAME, ONNX_OUTPUT_NAME
 
 DEFAULT_MODEL = Path(__file__).resolve().parents[1] / "qtdog_sdk" / "assets" / "default_model"
 
@@ -49,37 +57,159 @@ def _openvino_request(path: Path, threads: int, precision: str, shape: list[int]
     return compiled.create_infer_request()
 
 
-def agreement(folder: Path, every: int, threads: int) -> dict[str, float]:
-    """onnxruntime vs OpenVINO on the default model's ensemble graph, real images."""
+def _reference_session(path: Path, threads: int):
+    """onnxruntime with every graph optimization off: each Q/DQ node runs as the ONNX spec
+    defines it (a float conv between a dequantize and a quantize). Both runtimes' fused int8
+    kernels are judged against this, not against each other."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.log_severity_level = 3
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def _labelled_pixels(folder: Path, every: int):
+    """(default model, pixels, labels) for every k-th labelled image of ``folder``."""
     from qtdog_sdk import QTDoGEnsemble
     from qtdog_sdk.evaluate import domain_images
     from qtdog_sdk.images import load_image, preprocess
 
     model = QTDoGEnsemble.from_pretrained(DEFAULT_MODEL, backend="onnx")
-    config = model.config
-    request = _openvino_request(DEFAULT_MODEL / config.ensemble_onnx, threads, "f32")
     items = domain_images(folder.parent, folder.name, list(model.labels))[::every]
-    same = right_ort = right_ov = 0
-    largest = 0.0
-    for start in range(0, len(items), 32):
-        chunk = items[start : start + 32]
-        x = preprocess([load_image(path) for path, _ in chunk], config.preprocessing)
-        ort_logits = model.backend.run(x)
-        ov_logits = request.infer({0: x})[0]
-        ort_top, ov_top = ort_logits.mean(1).argmax(-1), ov_logits.mean(1).argmax(-1)
-        truth = np.array([label for _, label in chunk])
-        same += int((ort_top == ov_top).sum())
-        right_ort += int((ort_top == truth).sum())
-        right_ov += int((ov_top == truth).sum())
-        largest = max(largest, float(np.abs(ort_logits - ov_logits).max()))
-    n = len(items)
-    return {
-        "images": n,
-        "top1_agreement": same / n,
-        "onnxruntime_accuracy": right_ort / n,
-        "openvino_accuracy": right_ov / n,
-        "max_logit_difference": largest,
-    }
+    x = preprocess([load_image(path) for path, _ in items], model.config.preprocessing)
+    return model, x, np.array([label for _, label in items])
+
+
+def agreement(folder: Path, every: int, threads: int) -> dict[str, float]:
+    """onnxruntime and OpenVINO on the default model's ensemble graph against the reference."""
+    model, x, truth = _labelled_pixels(folder, every)
+    path = DEFAULT_MODEL / model.config.ensemble_onnx
+    request = _openvino_request(path, threads, "f32")
+    reference = _reference_session(path, threads)
+    logits: dict[str, list[np.ndarray]] = {"reference": [], "onnxruntime": [], "openvino": []}
+    for start in range(0, len(x), 32):
+        chunk = x[start : start + 32]
+        logits["reference"].append(reference.run(None, {ONNX_INPUT_NAME: chunk})[0])
+        logits["onnxruntime"].append(model.backend.run(chunk))
+        logits["openvino"].append(request.infer({0: chunk})[0])
+    joined = {name: np.concatenate(parts) for name, parts in logits.items()}
+    top = {name: value.mean(1).argmax(-1) for name, value in joined.items()}
+    result: dict[str, float] = {"images": len(truth)}
+    for name in joined:
+        result[f"{name}_accuracy"] = float((top[name] == truth).mean())
+    for name in ("onnxruntime", "openvino"):
+        result[f"{name}_vs_reference_top1"] = float((top[name] == top["reference"]).mean())
+        result[f"{name}_vs_reference_max_logit_difference"] = float(
+            np.abs(joined[name] - joined["reference"]).max()
+        )
+        for member in range(joined[name].shape[1]):
+            same = joined[name][:, member].argmax(-1) == joined["reference"][:, member].argmax(-1)
+            result[f"{name}_vs_reference_top1_member{member}"] = float(same.mean())
+    result["onnxruntime_vs_openvino_top1"] = float((top["onnxruntime"] == top["openvino"]).mean())
+    return result
+
+
+def _quantized_tensors(graph) -> list[str]:
+    """Outputs of the activation QuantizeLinear nodes, in graph order."""
+    weights = {t.name for t in graph.initializer}
+    return [
+        n.output[0]
+        for n in graph.node
+        if n.op_type == "QuantizeLinear" and n.input[0] not in weights
+    ]
+
+
+def _segment_inputs(graph, target: str) -> list[str]:
+    """The quantized tensors the layer producing ``target`` reads (through DequantizeLinear)."""
+    producers = {out: node for node in graph.node for out in node.output}
+    weights = {t.name for t in graph.initializer}
+    found: list[str] = []
+    stack, seen = [producers[target]], set()
+    while stack:
+        node = stack.pop()
+        for name in node.input:
+            source = producers.get(name)
+            if name in weights or source is None or name in seen:
+                continue
+            seen.add(name)
+            if source.op_type == "DequantizeLinear" and source.input[0] not in weights:
+                found.append(source.input[0])
+            else:
+                stack.append(source)
+    return found
+
+
+def _off_by_more_than_one(reference: np.ndarray, other: np.ndarray) -> float:
+    return float((np.abs(reference.astype(int) - other.astype(int)) > 1).mean())
+
+
+def first_divergence(
+    folder: Path, every: int, threads: int, member: int, tolerance: float
+) -> dict[str, object]:
+    """Walk one member's quantized tensors from the input; the first one where OpenVINO's
+    uint8 values leave the reference (more than ``tolerance`` of them off by over one level)
+    is re-run alone, fed the reference's own inputs: exact alone means OpenVINO's error comes
+    from fusing that layer with its neighbours, not from the layer's own kernel."""
+    import onnx
+    import openvino as ov
+
+    model, x, _ = _labelled_pixels(folder, every)
+    whole = DEFAULT_MODEL / model.config.ensemble_onnx
+    work = CACHE / "openvino-divergence"
+    work.mkdir(parents=True, exist_ok=True)
+    single = work / f"member{member}.onnx"
+    onnx.utils.extract_model(
+        str(whole), str(single), [ONNX_INPUT_NAME], [f"m{member}_{ONNX_OUTPUT_NAME}"]
+    )
+    graph = onnx.load(str(single)).graph
+    core = ov.Core()
+
+    def run_both(path: Path, feed: dict[str, np.ndarray]) -> tuple[np.ndarray, ...]:
+        reference = _reference_session(path, threads).run(None, feed)[0]
+        optimized = _session(path, threads).run(None, feed)[0]
+        compiled = core.compile_model(
+            str(path), "CPU", {"INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": threads}
+        )
+        return reference, optimized, compiled.create_infer_request().infer(list(feed.values()))[0]
+
+    rows = []
+    cut = work / "cut.onnx"
+    for index, tensor in enumerate(_quantized_tensors(graph)):
+        onnx.utils.extract_model(str(single), str(cut), [ONNX_INPUT_NAME], [tensor])
+        reference, optimized, openvino = run_both(cut, {ONNX_INPUT_NAME: x})
+        row = {
+            "index": index,
+            "tensor": tensor,
+            "onnxruntime_off": _off_by_more_than_one(reference, optimized),
+            "openvino_off": _off_by_more_than_one(reference, openvino),
+        }
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+        if row["openvino_off"] > tolerance:
+            inputs = _segment_inputs(graph, tensor)
+            upstream = work / "upstream.onnx"
+            onnx.utils.extract_model(str(single), str(upstream), [ONNX_INPUT_NAME], inputs)
+            feed = dict(
+                zip(
+                    inputs,
+                    _reference_session(upstream, threads).run(None, {ONNX_INPUT_NAME: x}),
+                    strict=True,
+                )
+            )
+            alone = work / "alone.onnx"
+            onnx.utils.extract_model(str(single), str(alone), inputs, [tensor])
+            reference, optimized, openvino = run_both(alone, feed)
+            return {
+                "member": member,
+                "images": len(x),
+                "first_divergent": row,
+                "layer_ops": [n.op_type for n in onnx.load(str(alone)).graph.node],
+                "alone_onnxruntime_off": _off_by_more_than_one(reference, optimized),
+                "alone_openvino_off": _off_by_more_than_one(reference, openvino),
+            }
+    return {"member": member, "images": len(x), "first_divergent": None}
 
 
 def main() -> None:
@@ -94,7 +224,20 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=1.0)
     parser.add_argument("--agreement", type=Path, help="a folder of <class>/<image>")
     parser.add_argument("--every", type=int, default=1, help="with --agreement: every k-th image")
+    parser.add_argument(
+        "--first-divergence",
+        type=int,
+        metavar="MEMBER",
+        help="with --agreement: find where OpenVINO leaves the reference in this member",
+    )
+    parser.add_argument("--tolerance", type=float, default=0.01)
     args = parser.parse_args()
+    if args.agreement and args.first_divergence is not None:
+        found = first_divergence(
+            args.agreement, args.every, args.threads, args.first_divergence, args.tolerance
+        )
+        print(json.dumps(found))
+        return
     if args.agreement:
         print(json.dumps(agreement(args.agreement, args.every, args.threads)))
         return
