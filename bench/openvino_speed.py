@@ -57,19 +57,6 @@ def _openvino_request(path: Path, threads: int, precision: str, shape: list[int]
     return compiled.create_infer_request()
 
 
-def _reference_session(path: Path, threads: int):
-    """onnxruntime with every graph optimization off: each Q/DQ node runs as the ONNX spec
-    defines it (a float conv between a dequantize and a quantize). Both runtimes' fused int8
-    kernels are judged against this, not against each other."""
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.log_severity_level = 3
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-
-
 def _labelled_pixels(folder: Path, every: int):
     """(default model, pixels, labels) for every k-th labelled image of ``folder``."""
     from qtdog_sdk import QTDoGEnsemble
@@ -87,7 +74,7 @@ def agreement(folder: Path, every: int, threads: int) -> dict[str, float]:
     model, x, truth = _labelled_pixels(folder, every)
     path = DEFAULT_MODEL / model.config.ensemble_onnx
     request = _openvino_request(path, threads, "f32")
-    reference = _reference_session(path, threads)
+    reference = _session(path, threads, optimize=False)
     logits: dict[str, list[np.ndarray]] = {"reference": [], "onnxruntime": [], "openvino": []}
     for start in range(0, len(x), 32):
         chunk = x[start : start + 32]
@@ -155,25 +142,28 @@ def first_divergence(
     import onnx
     import openvino as ov
 
+    from qtdog_train.convert.onnx_export import member_prefix
+
     model, x, _ = _labelled_pixels(folder, every)
     whole = DEFAULT_MODEL / model.config.ensemble_onnx
     work = CACHE / "openvino-divergence"
     work.mkdir(parents=True, exist_ok=True)
     single = work / f"member{member}.onnx"
     onnx.utils.extract_model(
-        str(whole), str(single), [ONNX_INPUT_NAME], [f"m{member}_{ONNX_OUTPUT_NAME}"]
+        str(whole), str(single), [ONNX_INPUT_NAME], [member_prefix(member) + ONNX_OUTPUT_NAME]
     )
     graph = onnx.load(str(single)).graph
     core = ov.Core()
 
     def run_both(path: Path, feed: dict[str, np.ndarray]) -> tuple[np.ndarray, ...]:
-        reference = _reference_session(path, threads).run(None, feed)[0]
+        reference = _session(path, threads, optimize=False).run(None, feed)[0]
         optimized = _session(path, threads).run(None, feed)[0]
         compiled = core.compile_model(
             str(path), "CPU", {"INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": threads}
         )
         return reference, optimized, compiled.create_infer_request().infer(list(feed.values()))[0]
 
+    found: dict[str, object] = {"member": member, "images": len(x), "first_divergent": None}
     cut = work / "cut.onnx"
     for index, tensor in enumerate(_quantized_tensors(graph)):
         onnx.utils.extract_model(str(single), str(cut), [ONNX_INPUT_NAME], [tensor])
@@ -185,31 +175,27 @@ def first_divergence(
             "openvino_off": _off_by_more_than_one(reference, openvino),
         }
         print(json.dumps(row), flush=True)
+        if row["openvino_off"] <= tolerance:
+            continue
+        found["first_divergent"] = row
         inputs = _segment_inputs(graph, tensor)
-        if row["openvino_off"] > tolerance and not inputs:
-            return {"member": member, "images": len(x), "first_divergent": row}
-        if row["openvino_off"] > tolerance:
-            upstream = work / "upstream.onnx"
-            onnx.utils.extract_model(str(single), str(upstream), [ONNX_INPUT_NAME], inputs)
-            feed = dict(
-                zip(
-                    inputs,
-                    _reference_session(upstream, threads).run(None, {ONNX_INPUT_NAME: x}),
-                    strict=True,
-                )
-            )
-            alone = work / "alone.onnx"
-            onnx.utils.extract_model(str(single), str(alone), inputs, [tensor])
-            reference, optimized, openvino = run_both(alone, feed)
-            return {
-                "member": member,
-                "images": len(x),
-                "first_divergent": row,
-                "layer_ops": [n.op_type for n in onnx.load(str(alone)).graph.node],
-                "alone_onnxruntime_off": _off_by_more_than_one(reference, optimized),
-                "alone_openvino_off": _off_by_more_than_one(reference, openvino),
-            }
-    return {"member": member, "images": len(x), "first_divergent": None}
+        if not inputs:  # the pixels' own quantization: no layer to re-run alone
+            return found
+        upstream = work / "upstream.onnx"
+        onnx.utils.extract_model(str(single), str(upstream), [ONNX_INPUT_NAME], inputs)
+        reference_inputs = _session(upstream, threads, optimize=False).run(
+            None, {ONNX_INPUT_NAME: x}
+        )
+        alone = work / "alone.onnx"
+        onnx.utils.extract_model(str(single), str(alone), inputs, [tensor])
+        reference, optimized, openvino = run_both(
+            alone, dict(zip(inputs, reference_inputs, strict=True))
+        )
+        found["layer_ops"] = [n.op_type for n in onnx.load(str(alone)).graph.node]
+        found["alone_onnxruntime_off"] = _off_by_more_than_one(reference, optimized)
+        found["alone_openvino_off"] = _off_by_more_than_one(reference, openvino)
+        return found
+    return found
 
 
 def main() -> None:

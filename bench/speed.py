@@ -61,13 +61,20 @@ def _build(backbone: str, size: int) -> dict[str, Path]:
     return paths
 
 
-def _session(path: Path, threads: int):
+def _session(path: Path, threads: int, optimize: bool = True):
+    """An onnxruntime CPU session. ``optimize=False`` turns every graph optimization off, so
+    each Q/DQ node runs as the ONNX spec defines it (a float op between a dequantize and a
+    quantize): the reference that fused int8 kernels are judged against."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.log_severity_level = 3
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.graph_optimization_level = (
+        ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if optimize
+        else ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    )
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 

@@ -36,6 +36,27 @@ def shapes_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_shapes_dataset(tmp_path_factory.mktemp("shapes"), per_class=12, size=48)
 
 
+BENCH = Path(__file__).resolve().parents[1] / "bench"
+
+
+def load_bench_module(filename: str):
+    """Import a script from bench/ (not a package) as a module. bench/ is on sys.path only
+    while it loads, for its own sibling imports (``from speed import ...``)."""
+    import importlib.util
+    import sys
+
+    sys.path.insert(0, str(BENCH))
+    try:
+        spec = importlib.util.spec_from_file_location(
+            f"bench_{Path(filename).stem}", BENCH / filename
+        )
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(BENCH))
+    return module
+
+
 def tiny_config(data: Path, out: Path, **overrides):
     from qtdog_train.config import TrainConfig
 

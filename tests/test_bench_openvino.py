@@ -6,28 +6,18 @@ layer reads (and so what the divergence search re-runs alone) is checked here wi
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import onnx
 import pytest
+from conftest import load_bench_module
 
-BENCH = Path(__file__).resolve().parents[1] / "bench"
 ENSEMBLE = Path(__file__).resolve().parents[1] / "qtdog_sdk" / "assets" / "default_model"
 
 
 @pytest.fixture(scope="module")
 def walk():
-    import sys
-
-    sys.path.insert(0, str(BENCH))
-    try:
-        spec = importlib.util.spec_from_file_location("bench_openvino", BENCH / "openvino_speed.py")
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-    finally:
-        sys.path.remove(str(BENCH))
-    return module
+    return load_bench_module("openvino_speed.py")
 
 
 @pytest.fixture(scope="module")

@@ -2,21 +2,15 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
-from conftest import tiny_config
-
-BENCH = Path(__file__).resolve().parents[1] / "bench"
+from conftest import BENCH, load_bench_module, tiny_config
 
 
 def _load_sweep():
-    spec = importlib.util.spec_from_file_location("bench_sweep", BENCH / "sweep.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_bench_module("sweep.py")
 
 
 def test_eoq_member_zero_is_the_qtdog_run_without_retraining(shapes_root: Path, tmp_path: Path):

@@ -70,6 +70,11 @@ def int8_conv_coverage(path: Path) -> tuple[int, int]:
     return int8, int8 + counts["Conv"] + counts["FusedConv"]
 
 
+def member_prefix(index: int) -> str:
+    """What ``merge_members`` puts before every name of member ``index`` in the merged graph."""
+    return f"m{index}_"
+
+
 def merge_members(paths: list[Path], out: Path) -> Path:
     """One graph holding every member; output ``logits`` is ``[batch, members, classes]``.
 
@@ -79,7 +84,7 @@ def merge_members(paths: list[Path], out: Path) -> Path:
     graphs = []
     for i, path in enumerate(paths):
         model = onnx.load(str(path))
-        model = compose.add_prefix(model, prefix=f"m{i}_")
+        model = compose.add_prefix(model, prefix=member_prefix(i))
         graphs.append(model)
     base = graphs[0]
     nodes, initializers, value_info = [], [], []
@@ -87,7 +92,7 @@ def merge_members(paths: list[Path], out: Path) -> Path:
         g = model.graph
         for node in g.node:
             node.input[:] = [
-                ONNX_INPUT_NAME if name == f"m{i}_{ONNX_INPUT_NAME}" else name
+                ONNX_INPUT_NAME if name == member_prefix(i) + ONNX_INPUT_NAME else name
                 for name in node.input
             ]
             nodes.append(node)
@@ -96,15 +101,18 @@ def merge_members(paths: list[Path], out: Path) -> Path:
         nodes.append(
             helper.make_node(
                 "Unsqueeze",
-                [f"m{i}_{ONNX_OUTPUT_NAME}", "qtdog_axis1"],
-                [f"m{i}_logits_3d"],
-                name=f"m{i}_unsqueeze",
+                [member_prefix(i) + ONNX_OUTPUT_NAME, "qtdog_axis1"],
+                [member_prefix(i) + "logits_3d"],
+                name=member_prefix(i) + "unsqueeze",
             )
         )
     initializers.append(helper.make_tensor("qtdog_axis1", onnx.TensorProto.INT64, [1], [1]))
     nodes.append(
         helper.make_node(
-            "Concat", [f"m{i}_logits_3d" for i in range(len(graphs))], [ONNX_OUTPUT_NAME], axis=1
+            "Concat",
+            [member_prefix(i) + "logits_3d" for i in range(len(graphs))],
+            [ONNX_OUTPUT_NAME],
+            axis=1,
         )
     )
     first_input = base.graph.input[0]
