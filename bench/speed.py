@@ -154,6 +154,14 @@ def _torch_runner(backbone: str, compiled: bool):
     return run
 
 
+def report(result: dict, out: Path | None) -> None:
+    """Write ``result`` to ``out`` (when given) and print it, less its rows, as the last line."""
+    if out:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps({k: v for k, v in result.items() if k != "rows"}))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -262,10 +270,7 @@ def main() -> None:
         "details": summary,
         "rows": rows,
     }
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps({k: v for k, v in result.items() if k != "rows"}))
+    report(result, args.out)
 
 
 if __name__ == "__main__":
