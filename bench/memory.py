@@ -36,7 +36,7 @@ import numpy as np
 import speed  # bench/speed.py, beside this script: the configs it times
 from machine import describe_machine, machine_line  # bench/machine.py, beside this script
 
-ONNX_CONFIGS = ("onnx_fp32", "onnx_int8", "onnx_fp32_x5", "onnx_int8_x5")
+ONNX_CONFIGS = tuple(f"onnx_{model}" for model in speed.ONNX_MODELS)
 TORCH_CONFIGS = ("torch_eager_fp32",)
 COMPILED_CONFIGS = ("torch_compiled_fp32", "torch_compiled_int8", "torch_compiled_int8_x5")
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "sketch_giraffe.png"
@@ -60,9 +60,7 @@ def reset_peak() -> None:
 def _runner(config: str, backbone: str, size: int, threads: int):
     """The same callables bench/speed.py times, built inside this (child) process."""
     if config in ONNX_CONFIGS:
-        session = speed._session(speed._build(backbone, size)[config[len("onnx_") :]], threads)
-        name = session.get_inputs()[0].name
-        return lambda x: session.run(None, {name: x})[0]
+        return speed._onnx_runner(speed._build(backbone, size)[config[len("onnx_") :]], threads)
     if config in ("torch_eager_fp32", "torch_compiled_fp32"):
         return speed._torch_runner(backbone, compiled=config == "torch_compiled_fp32")
     if config in COMPILED_CONFIGS:
@@ -138,18 +136,22 @@ def predict_command_child(backend: str) -> dict:
     return {"peak_mb": read_status_mb("VmHWM"), "torch_imported": "torch" in sys.modules}
 
 
-def disk_mb(config: str, backbone: str, size: int) -> float | None:
-    """Size on disk of what a config loads: its ONNX file, or torch's float32 weights."""
-    if config in ONNX_CONFIGS:
-        return speed._build(backbone, size)[config[len("onnx_") :]].stat().st_size / 1e6
-    if config in ("torch_eager_fp32", "torch_compiled_fp32"):
-        import io
+def sizes_on_disk(backbone: str, size: int, configs: tuple[str, ...]) -> dict[str, float | None]:
+    """MB on disk of what each config loads: its ONNX file, or torch's float32 weights as a
+    safetensors file holds them (the compiled int8 member has no file: it is built from the
+    LSQ model at load time)."""
+    import io
 
-        from safetensors.torch import save
+    from safetensors.torch import save
 
-        state = {k: v.contiguous() for k, v in speed._model(backbone).state_dict().items()}
-        return len(io.BytesIO(save(state)).getvalue()) / 1e6
-    return None  # the compiled int8 member is built from the LSQ model at load time
+    paths = speed._build(backbone, size)  # here, so no child pays for converting
+    state = {k: v.contiguous() for k, v in speed._model(backbone).state_dict().items()}
+    torch_fp32 = len(io.BytesIO(save(state)).getvalue()) / 1e6
+    sizes: dict[str, float | None] = {
+        f"onnx_{model}": path.stat().st_size / 1e6 for model, path in paths.items()
+    }
+    sizes.update(torch_eager_fp32=torch_fp32, torch_compiled_fp32=torch_fp32)
+    return {config: sizes.get(config) for config in configs}
 
 
 def main() -> None:
@@ -186,17 +188,16 @@ def main() -> None:
     configs = ONNX_CONFIGS + TORCH_CONFIGS + (COMPILED_CONFIGS if args.torch_compile else ())
     rows = []
     for size in args.sizes:
-        speed._build(args.backbone, size)  # here, so no child pays for converting
-        sizes_on_disk = {config: disk_mb(config, args.backbone, size) for config in configs}
+        disk = sizes_on_disk(args.backbone, size, configs)
         for batch in args.batches:
             for config in configs:
                 row = {"size": size, "batch": batch, "config": config}
-                row.update(run_child(config, args, size, batch), disk_mb=sizes_on_disk[config])
+                row.update(run_child(config, args, size, batch), disk_mb=disk[config])
                 rows.append(row)
-                disk = f"{row['disk_mb']:7.1f} MB" if row["disk_mb"] is not None else "      n/a"
+                on_disk = f"{disk[config]:7.1f} MB" if disk[config] is not None else "      n/a"
                 print(
                     f"{size:4d} px  batch {batch:3d}  {config:24s} peak {row['peak_mb']:7.1f} MB"
-                    f"  (+{row['added_mb']:6.1f} over imports)  disk {disk}",
+                    f"  (+{row['added_mb']:6.1f} over imports)  disk {on_disk}",
                     flush=True,
                 )
     predict = {}

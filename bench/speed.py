@@ -31,6 +31,7 @@ from machine import describe_machine, machine_line  # bench/machine.py, beside t
 
 CACHE = Path(os.environ.get("QTDOG_BENCH_CACHE", Path.home() / ".cache" / "qtdog" / "bench"))
 MEMBERS = 5
+ONNX_MODELS = ("fp32", "int8", "fp32_x5", "int8_x5")  # timed as configs "onnx_<model>"
 
 
 def _model(backbone: str):
@@ -45,7 +46,7 @@ def _model(backbone: str):
 def _build(backbone: str, size: int) -> dict[str, Path]:
     """fp32 ONNX, int8 member ONNX, and 5-member merged graphs for input ``size`` (cached)."""
     folder = CACHE / f"{backbone}-{size}"
-    paths = {k: folder / f"{k}.onnx" for k in ("fp32", "int8", "fp32_x5", "int8_x5")}
+    paths = {k: folder / f"{k}.onnx" for k in ONNX_MODELS}
     if all(p.is_file() for p in paths.values()):
         return paths
     import torch
@@ -76,6 +77,13 @@ def _session(path: Path, threads: int, optimize: bool = True):
         else ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     )
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def _onnx_runner(path: Path, threads: int):
+    """A callable from an input batch to the model's first output, on an optimized session."""
+    session = _session(path, threads)
+    name = session.get_inputs()[0].name
+    return lambda x: session.run(None, {name: x})[0]
 
 
 def _rate(run, x: np.ndarray, repeats: int, seconds: float) -> tuple[float, float]:
@@ -199,10 +207,7 @@ def main() -> None:
         paths = _build(args.backbone, size)
         runners = {}
         for name, path in paths.items():
-            session = _session(path, args.threads)
-            runners[f"onnx_{name}"] = (
-                lambda s: lambda x: s.run(None, {s.get_inputs()[0].name: x})[0]
-            )(session)
+            runners[f"onnx_{name}"] = _onnx_runner(path, args.threads)
         runners["torch_eager_fp32"] = _torch_runner(args.backbone, compiled=False)
         if args.torch_compile:
             runners["torch_compiled_fp32"] = _torch_runner(args.backbone, compiled=True)
