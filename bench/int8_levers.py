@@ -1,0 +1,147 @@
+"""Levers tried on onnxruntime's int8 speed, each timed side by side with the graph it changes.
+
+``bench/speed.py`` measures the shipped graphs; this script asks whether three more changes
+would move its ratios (Lite0, 224 px, batch 32 by default, the same cached ONNX files):
+
+- ``depthwise_float``: the int8 member with its 16 depthwise convs left float (their weights
+  dequantized into float initializers, so onnxruntime cannot fuse them into ``QLinearConv``
+  and runs them in fp32 between a dequantize and a quantize). Depthwise convs take ~40% of
+  the int8 member's time for ~5% of its multiply-adds; is fp32 faster for them?
+- ``chunk<N>``: the 32-image batch run as 32/N calls of N images (smaller activations stay in
+  cache); applied to fp32, the int8 member and the EoQ alike.
+- ``parallel_members``: the merged 5-member graph with onnxruntime's parallel executor
+  (members as independent branches, ``inter_op`` threads = cores, one intra-op thread each)
+  instead of every op spread over all cores.
+
+    python bench/int8_levers.py --out bench/results/int8_levers_cpu.json
+
+Images/s, median of ``--repeats`` windows; every variant is timed in each round, in turn.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import onnx
+import speed  # bench/speed.py, beside this script: cached models, sessions
+from machine import describe_machine, machine_line  # bench/machine.py, beside this script
+from onnx import numpy_helper
+
+
+def float_depthwise(src: Path, dst: Path) -> int:
+    """Write ``src`` with every grouped conv's dequantized weight as a float initializer;
+    returns how many convs changed. Activations around them keep their Q/DQ nodes."""
+    model = onnx.load(str(src))
+    graph = model.graph
+    initializers = {i.name: i for i in graph.initializer}
+    producers = {out: node for node in graph.node for out in node.output}
+
+    def constant(name: str) -> np.ndarray:
+        if name in initializers:
+            return numpy_helper.to_array(initializers[name])
+        return numpy_helper.to_array(producers[name].attribute[0].t)  # a Constant node
+
+    changed = 0
+    for node in graph.node:
+        group = next((a.i for a in node.attribute if a.name == "group"), 1)
+        if node.op_type != "Conv" or group == 1:
+            continue
+        dq = producers.get(node.input[1])
+        if dq is None or dq.op_type != "DequantizeLinear":
+            continue
+        q = constant(dq.input[0]).astype(np.float32)
+        scale = constant(dq.input[1]).astype(np.float32)
+        zero = constant(dq.input[2]).astype(np.float32) if len(dq.input) > 2 else np.float32(0)
+        shape = [-1] + [1] * (q.ndim - 1)  # per-output-channel along axis 0
+        weight = (q - np.reshape(zero, shape if zero.ndim else ())) * np.reshape(scale, shape)
+        name = f"{node.input[1]}_float"
+        graph.initializer.append(numpy_helper.from_array(weight.astype(np.float32), name))
+        node.input[1] = name
+        changed += 1
+    onnx.save(model, str(dst))
+    return changed
+
+
+def _runner(path: Path, threads: int, chunk: int, parallel: bool = False) -> Callable:
+    import onnxruntime as ort
+
+    if parallel:
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        options.execution_mode = ort.ExecutionMode.ORT_PARALLEL
+        options.inter_op_num_threads = threads
+        options.intra_op_num_threads = 1
+        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    else:
+        session = speed._session(path, threads)
+    name = session.get_inputs()[0].name
+
+    def run(x: np.ndarray) -> list:
+        return [session.run(None, {name: x[i : i + chunk]})[0] for i in range(0, len(x), chunk)]
+
+    return run
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--size", type=int, default=224)
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--chunks", type=int, nargs="*", default=[8])
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--seconds", type=float, default=1.5)
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args()
+    from qtdog_train.models.backbones import DEFAULT_BACKBONE
+
+    paths = speed._build(DEFAULT_BACKBONE, args.size)
+    dw_path = paths["int8"].with_name("int8_depthwise_float.onnx")
+    n_dw = float_depthwise(paths["int8"], dw_path)
+    runners = {
+        "onnx_fp32": _runner(paths["fp32"], args.threads, args.batch),
+        "onnx_int8": _runner(paths["int8"], args.threads, args.batch),
+        "onnx_int8_x5": _runner(paths["int8_x5"], args.threads, args.batch),
+        "depthwise_float_int8": _runner(dw_path, args.threads, args.batch),
+        "parallel_members_int8_x5": _runner(paths["int8_x5"], args.threads, args.batch, True),
+    }
+    for chunk in args.chunks:
+        for model in ("fp32", "int8", "int8_x5"):
+            runners[f"chunk{chunk}_{model}"] = _runner(paths[model], args.threads, chunk)
+    x = np.random.default_rng(0).standard_normal((args.batch, 3, args.size, args.size))
+    x = x.astype(np.float32)
+    for run in runners.values():
+        run(x)
+    rates: dict[str, list[float]] = {name: [] for name in runners}
+    for _ in range(args.repeats):
+        for name, run in runners.items():
+            n, start = 0, time.perf_counter()
+            while time.perf_counter() - start < args.seconds:
+                run(x)
+                n += len(x)
+            rates[name].append(n / (time.perf_counter() - start))
+    medians = {name: statistics.median(r) for name, r in rates.items()}
+    for name, rate in medians.items():
+        print(f"{name:28s} {rate:8.1f} img/s")
+    result = {
+        "images_per_s": medians,
+        "depthwise_convs_made_float": n_dw,
+        "size": args.size,
+        "batch": args.batch,
+        "threads": args.threads,
+        "repeats": args.repeats,
+        "machine": machine_line(describe_machine()),
+        "date": time.strftime("%Y-%m-%d"),
+    }
+    speed.report(result, args.out)
+
+
+if __name__ == "__main__":
+    main()
