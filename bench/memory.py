@@ -36,7 +36,7 @@ import numpy as np
 import speed  # bench/speed.py, beside this script: the configs it times
 from machine import describe_machine, machine_line  # bench/machine.py, beside this script
 
-ONNX_CONFIGS = tuple(f"onnx_{model}" for model in speed.ONNX_MODELS)
+ONNX_CONFIGS = tuple(speed.ONNX_CONFIGS)
 TORCH_CONFIGS = ("torch_eager_fp32",)
 COMPILED_CONFIGS = ("torch_compiled_fp32", "torch_compiled_int8", "torch_compiled_int8_x5")
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "sketch_giraffe.png"
@@ -60,7 +60,7 @@ def reset_peak() -> None:
 def _runner(config: str, backbone: str, size: int, threads: int):
     """The same callables bench/speed.py times, built inside this (child) process."""
     if config in ONNX_CONFIGS:
-        return speed._onnx_runner(speed._build(backbone, size)[config[len("onnx_") :]], threads)
+        return speed._onnx_runner(speed._build(backbone, size)[speed.ONNX_CONFIGS[config]], threads)
     if config in ("torch_eager_fp32", "torch_compiled_fp32"):
         return speed._torch_runner(backbone, compiled=config == "torch_compiled_fp32")
     if config in COMPILED_CONFIGS:
@@ -148,7 +148,7 @@ def sizes_on_disk(backbone: str, size: int, configs: tuple[str, ...]) -> dict[st
     state = {k: v.contiguous() for k, v in speed._model(backbone).state_dict().items()}
     torch_fp32 = len(io.BytesIO(save(state)).getvalue()) / 1e6
     sizes: dict[str, float | None] = {
-        f"onnx_{model}": path.stat().st_size / 1e6 for model, path in paths.items()
+        config: paths[model].stat().st_size / 1e6 for config, model in speed.ONNX_CONFIGS.items()
     }
     sizes.update(torch_eager_fp32=torch_fp32, torch_compiled_fp32=torch_fp32)
     return {config: sizes.get(config) for config in configs}

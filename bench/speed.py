@@ -31,7 +31,8 @@ from machine import describe_machine, machine_line  # bench/machine.py, beside t
 
 CACHE = Path(os.environ.get("QTDOG_BENCH_CACHE", Path.home() / ".cache" / "qtdog" / "bench"))
 MEMBERS = 5
-ONNX_MODELS = ("fp32", "int8", "fp32_x5", "int8_x5")  # timed as configs "onnx_<model>"
+ONNX_MODELS = ("fp32", "int8", "fp32_x5", "int8_x5")
+ONNX_CONFIGS = {f"onnx_{model}": model for model in ONNX_MODELS}  # timed config -> its model
 
 
 def _model(backbone: str):
@@ -206,8 +207,8 @@ def main() -> None:
     for size in args.sizes:
         paths = _build(args.backbone, size)
         runners = {}
-        for name, path in paths.items():
-            runners[f"onnx_{name}"] = _onnx_runner(path, args.threads)
+        for config, model in ONNX_CONFIGS.items():
+            runners[config] = _onnx_runner(paths[model], args.threads)
         runners["torch_eager_fp32"] = _torch_runner(args.backbone, compiled=False)
         if args.torch_compile:
             runners["torch_compiled_fp32"] = _torch_runner(args.backbone, compiled=True)
