@@ -69,17 +69,8 @@ def float_depthwise(src: Path, dst: Path) -> int:
 
 
 def _runner(path: Path, threads: int, chunk: int, parallel: bool = False) -> Callable:
-    import onnxruntime as ort
-
-    if parallel:
-        options = ort.SessionOptions()
-        options.log_severity_level = 3
-        options.execution_mode = ort.ExecutionMode.ORT_PARALLEL
-        options.inter_op_num_threads = threads
-        options.intra_op_num_threads = 1
-        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    else:
-        session = speed._session(path, threads)
+    """A callable running a batch through ``path`` in calls of ``chunk`` images."""
+    session = speed._session(path, threads, parallel=parallel)
     name = session.get_inputs()[0].name
 
     def run(x: np.ndarray) -> list:
@@ -122,11 +113,7 @@ def main() -> None:
     rates: dict[str, list[float]] = {name: [] for name in runners}
     for _ in range(args.repeats):
         for name, run in runners.items():
-            n, start = 0, time.perf_counter()
-            while time.perf_counter() - start < args.seconds:
-                run(x)
-                n += len(x)
-            rates[name].append(n / (time.perf_counter() - start))
+            rates[name].append(speed._window(run, x, args.seconds)[0])
     medians = {name: statistics.median(r) for name, r in rates.items()}
     for name, rate in medians.items():
         print(f"{name:28s} {rate:8.1f} img/s")

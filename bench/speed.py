@@ -63,15 +63,22 @@ def _build(backbone: str, size: int) -> dict[str, Path]:
     return paths
 
 
-def _session(path: Path, threads: int, optimize: bool = True):
+def _session(path: Path, threads: int, optimize: bool = True, parallel: bool = False):
     """An onnxruntime CPU session. ``optimize=False`` turns every graph optimization off, so
     each Q/DQ node runs as the ONNX spec defines it (a float op between a dequantize and a
-    quantize): the reference that fused int8 kernels are judged against."""
+    quantize): the reference that fused int8 kernels are judged against. ``parallel`` runs
+    independent branches (a merged ensemble's members) on ``threads`` inter-op threads of one
+    intra-op thread each, instead of spreading every op over ``threads``."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
     options.log_severity_level = 3
+    if parallel:
+        options.execution_mode = ort.ExecutionMode.ORT_PARALLEL
+        options.inter_op_num_threads = threads
+        options.intra_op_num_threads = 1
+    else:
+        options.intra_op_num_threads = threads
     options.graph_optimization_level = (
         ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         if optimize
@@ -87,21 +94,30 @@ def _onnx_runner(path: Path, threads: int):
     return lambda x: session.run(None, {name: x})[0]
 
 
+def _window(run, x: np.ndarray, seconds: float) -> tuple[float, list[float]]:
+    """Images/s over one timed window of at least ``seconds`` (one call at least), and each
+    call's latency in seconds."""
+    latencies = []
+    n, start = 0, time.perf_counter()
+    while True:
+        t = time.perf_counter()
+        run(x)
+        latencies.append(time.perf_counter() - t)
+        n += len(x)
+        if time.perf_counter() - start >= seconds:
+            break
+    return n / (time.perf_counter() - start), latencies
+
+
 def _rate(run, x: np.ndarray, repeats: int, seconds: float) -> tuple[float, float]:
     """(median images/s, median latency ms per batch) over ``repeats`` timed windows."""
     for _ in range(2):
         run(x)
     rates, latencies = [], []
     for _ in range(repeats):
-        n, start = 0, time.perf_counter()
-        while True:
-            t = time.perf_counter()
-            run(x)
-            latencies.append(time.perf_counter() - t)
-            n += len(x)
-            if time.perf_counter() - start >= seconds:
-                break
-        rates.append(n / (time.perf_counter() - start))
+        rate, window_latencies = _window(run, x, seconds)
+        rates.append(rate)
+        latencies += window_latencies
     return statistics.median(rates), 1000 * statistics.median(latencies)
 
 

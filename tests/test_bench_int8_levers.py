@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
 from conftest import load_bench_module
 
 from qtdog_train.convert.onnx_export import int8_conv_coverage
@@ -13,11 +12,9 @@ from qtdog_train.convert.onnx_export import int8_conv_coverage
 ENSEMBLE = Path(__file__).resolve().parents[1] / "qtdog_sdk" / "assets" / "default_model"
 
 
-def _reference_logits(path: Path, x: np.ndarray) -> np.ndarray:
+def _reference_logits(levers, path: Path, x: np.ndarray) -> np.ndarray:
     """The graph as the ONNX spec defines it (no fusions): float convs between Q and DQ."""
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    session = levers.speed._session(path, threads=1, optimize=False)
     return session.run(None, {session.get_inputs()[0].name: x})[0]
 
 
@@ -33,4 +30,6 @@ def test_float_depthwise_takes_only_the_depthwise_convs_out_of_int8(tmp_path: Pa
     assert int8_after == convs - changed  # exactly those run in float now
     # the float weights are the dequantized integers: the spec's semantics do not change
     x = np.random.default_rng(0).uniform(-1, 1, (2, 3, 112, 112)).astype(np.float32)
-    np.testing.assert_allclose(_reference_logits(dst, x), _reference_logits(src, x), atol=1e-4)
+    np.testing.assert_allclose(
+        _reference_logits(levers, dst, x), _reference_logits(levers, src, x), atol=1e-4
+    )
