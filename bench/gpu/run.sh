@@ -29,6 +29,10 @@
 #              per domain, in parallel ("eoq5-fq|erm5": 2 processes per domain)
 #   TRIALS     trial seeds ("0 1 2")
 #   THREADS    CPU threads per sweep process (4)
+#   MPS        1 starts NVIDIA's Multi-Process Service for the call, so the sweep processes'
+#              small kernels share the GPU concurrently instead of by time slices; kept off
+#              (with a one-line reason) when the daemon is missing or a CUDA check under it
+#              fails, and stopped at the end (0)
 #   DATA       the compact dataset (default: the one carried data/PACS-*.tar.gz, unpacked to /tmp)
 #   PROTOCOL   the sweep's protocol name, a folder under SWEEP_OUT (gpu112)
 #   DEVICE     cuda | cpu (cuda; cpu only to rehearse this script without a GPU)
@@ -51,6 +55,7 @@ DOMAINS=${DOMAINS:-sketch art_painting cartoon photo}
 PHASES=${PHASES:-erm qtdog;qtdog-official}
 TRIALS=${TRIALS:-0 1 2}
 THREADS=${THREADS:-4}
+MPS=${MPS:-0}
 PROTOCOL=${PROTOCOL:-gpu112}
 DEVICE=${DEVICE:-cuda}
 OUT=${OUT:-/tmp/qtdog-gpu-out}
@@ -104,6 +109,25 @@ main() {
 	ln -sfn "$REPO/train" "$links/qtdog_train"
 	ln -sfn "$REPO/serve" "$links/qtdog_serve"
 	export PYTHONPATH="$links:$SITE${PYTHONPATH:+:$PYTHONPATH}"
+
+	mps_started=0
+	if [[ $MPS == 1 && $DEVICE == cuda* ]]; then
+		if command -v nvidia-cuda-mps-control >/dev/null; then
+			export CUDA_MPS_PIPE_DIRECTORY=/tmp/nvidia-mps CUDA_MPS_LOG_DIRECTORY=/tmp/nvidia-mps-log
+			mkdir -p "$CUDA_MPS_PIPE_DIRECTORY" "$CUDA_MPS_LOG_DIRECTORY"
+			nvidia-cuda-mps-control -d || echo "(an MPS daemon may already be running)"
+			if timeout -k 5 60 "$PYTHON" -c "import torch; x = torch.ones(512, 512, device='cuda'); assert float((x @ x).sum()) == 512.0**3" ; then
+				mps_started=1
+				echo "== MPS on"
+			else
+				echo quit | nvidia-cuda-mps-control
+				unset CUDA_MPS_PIPE_DIRECTORY CUDA_MPS_LOG_DIRECTORY
+				echo "== MPS off: a CUDA check under the daemon failed"
+			fi
+		else
+			echo "== MPS off: no nvidia-cuda-mps-control on this machine"
+		fi
+	fi
 
 	echo "== machine"
 	if command -v nvidia-smi >/dev/null; then
@@ -234,6 +258,9 @@ EOF
 		cp -r "$logs" "$root/logs"
 		(cd "$root" && find . -type f -size -1000k \( -name '*.json' -o -name '*.jsonl' -o -name '*.log' \) -print0 |
 			tar -czf "$OUT/runs.tgz" --null -T -)
+	fi
+	if [[ $mps_started == 1 ]]; then
+		echo quit | nvidia-cuda-mps-control
 	fi
 	echo "== done in $(($(date +%s) - START)) s, sweep exit status $status"
 	return "$status"
