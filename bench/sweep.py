@@ -81,7 +81,11 @@ def arm_config(arm: str, base: dict[str, Any]) -> dict[str, Any]:
 
 
 def result_line(arm: str, domain: str, trial: int, summary: dict[str, Any]) -> dict[str, Any]:
+    """One results.jsonl line. ``seconds`` is the wall time of the invocation that finished
+    the run (a resumed run counts only its resumed part); ``train_seconds`` adds up the
+    members' training time over every invocation (their checkpoints carry it)."""
     member = summary["members"][0]
+    train_seconds = [m.get("train_seconds") for m in summary["members"]]
     if "ensemble" in summary:
         test_acc, val_acc = summary["ensemble"]["test_acc"], summary["ensemble"]["val_acc"]
     else:
@@ -99,6 +103,7 @@ def result_line(arm: str, domain: str, trial: int, summary: dict[str, Any]) -> d
         if not switch
         else switch["before"]["val_acc"] - switch["after"]["val_acc"],
         "seconds": summary.get("seconds"),
+        "train_seconds": None if None in train_seconds else sum(train_seconds),
     }
 
 

@@ -80,6 +80,13 @@ def test_erm_ensemble_arm_reuses_erm_and_reports_the_float_ensemble(
     assert again["val_acc"] == pytest.approx(result["val_acc"])
     line = sweep.result_line("erm5", "sketch", 0, ensemble)
     assert line["test_acc"] == result["test_acc"] and line["members"] == 2
+    # member 0 came back from its final checkpoint: its training time is the single run's, not
+    # the ~0 s this invocation spent on it, and the line adds up both members'
+    reused_seconds = ensemble["members"][0]["train_seconds"]
+    assert reused_seconds >= 0.5 * single["members"][0]["train_seconds"] > 0
+    assert line["train_seconds"] == pytest.approx(
+        sum(m["train_seconds"] for m in ensemble["members"])
+    )
     assert not (ensemble_dir / "model" / "ensemble.onnx").exists()  # nothing converted
 
 

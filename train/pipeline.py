@@ -351,6 +351,7 @@ def run(cfg: TrainConfig, resume: bool = False, report: Reporter | None = None) 
                     "best_step": result.best_step,
                     "selected": result.best,
                     "switch": result.switch,
+                    "train_seconds": result.seconds,
                 }
             )
             (out / f"member-{index}" / "report.json").write_text(
