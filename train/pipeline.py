@@ -184,6 +184,19 @@ def _cpu_data(data: RunData) -> RunData:
     )
 
 
+def training_report(result: MemberResult) -> dict[str, Any]:
+    """What every member's report.json holds, converted or not: its seed, the selected
+    checkpoint and its accuracy, the switch, and its training time over every invocation."""
+    return {
+        "member": result.index,
+        "seed": result.seed,
+        "best_step": result.best_step,
+        "selected": result.best,
+        "switch": result.switch,
+        "train_seconds": result.seconds,
+    }
+
+
 def convert_and_report(
     cfg: TrainConfig, result: MemberResult, cpu: RunData, repo_dir: Path
 ) -> tuple[Member, dict[str, Any]]:
@@ -208,13 +221,8 @@ def convert_and_report(
     )
     preds = conversion_predictions(converted, cpu)
     report = {
-        "member": result.index,
-        "seed": result.seed,
+        **training_report(result),
         "conversion": conversion_settings(cfg),
-        "best_step": result.best_step,
-        "selected": result.best,
-        "switch": result.switch,
-        "train_seconds": result.seconds,
         **{name: summarize(p, cpu) for name, p in preds.items()},
         "agreement_torch_int8_vs_onnx": agreement(preds["torch_int8"], preds["onnx_int8"]),
         "agreement_fake_quant_vs_onnx": agreement(preds["fake_quant"], preds["onnx_int8"]),
@@ -344,16 +352,7 @@ def run(cfg: TrainConfig, resume: bool = False, report: Reporter | None = None) 
             on_event=emit,
         )
         if not cfg.export:
-            member_reports.append(
-                {
-                    "member": index,
-                    "seed": result.seed,
-                    "best_step": result.best_step,
-                    "selected": result.best,
-                    "switch": result.switch,
-                    "train_seconds": result.seconds,
-                }
-            )
+            member_reports.append(training_report(result))
             (out / f"member-{index}" / "report.json").write_text(
                 json.dumps(member_reports[-1], indent=2)
             )
