@@ -255,7 +255,7 @@ EOF
 	[[ -f $root/protocol.json ]] && cp "$root/protocol.json" "$OUT/protocol.json"
 	# per-run summaries and eval traces (small files only; checkpoints stay behind)
 	if [[ -d $root ]]; then
-		cp -r "$logs" "$root/logs"
+		mkdir -p "$root/logs" && cp -r "$logs/." "$root/logs/"
 		(cd "$root" && find . -type f -size -1000k \( -name '*.json' -o -name '*.jsonl' -o -name '*.log' \) -print0 |
 			tar -czf "$OUT/runs.tgz" --null -T -)
 	fi
