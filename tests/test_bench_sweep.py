@@ -164,3 +164,48 @@ def test_aggregate_pairs_arms_on_the_same_domain_and_trial(tmp_path: Path):
         text=True,
     )
     assert bad.returncode == 2 and "expected ARM:BASELINE" in bad.stderr
+
+
+def test_eval_traces_select_the_trainers_checkpoint_and_plot(shapes_root: Path, tmp_path: Path):
+    """bench/eval_traces.py reads a real QT-DoG run's evaluation log: it selects the checkpoint
+    the trainer selected (best source val among quantized ones) and writes its table and plot."""
+    pytest.importorskip("torch")
+    import subprocess
+    import sys
+
+    from qtdog_train.pipeline import run
+
+    root = tmp_path / "protocol"
+    out = root / "qtdog" / "sketch" / "trial0"
+    summary = run(
+        tiny_config(shapes_root, out, members=1, export=False, eval_every=3, checkpoint_every=3)
+    )
+    traces = load_bench_module("eval_traces.py")
+    runs = traces.find_runs([root], ["qtdog", "erm"])
+    assert list(runs) == [("qtdog", "sketch", 0)]
+    records = runs[("qtdog", "sketch", 0)]
+    assert [r["step"] for r in records] == [3, 6, 9, 12]  # the switch event is left out
+    assert [r["quantized"] for r in records] == [False, False, True, True]
+    row = traces.trace_row(records, after=6)
+    member = summary["members"][0]
+    assert row["selected_step"] == member["best_step"] in (9, 12)
+    assert row["selected_test"] == member["selected"]["test_acc"]
+    tests = [r["test_acc"] for r in records]
+    assert row["test_change"] == pytest.approx(
+        (abs(tests[2] - tests[1]) + abs(tests[3] - tests[2])) / 2
+    )
+
+    plots = tmp_path / "plots"
+    done = subprocess.run(
+        [sys.executable, str(BENCH / "eval_traces.py"), str(root), "--out", str(plots)],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    assert "| qtdog | sketch | 0 |" in done.stdout
+    assert (plots / "traces.md").read_text() in done.stdout + "\n"
+    assert (plots / "traces_sketch.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    missing = subprocess.run(
+        [sys.executable, str(BENCH / "eval_traces.py"), str(tmp_path / "nowhere")],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert missing.returncode == 2 and "nowhere: no such folder" in missing.stderr
+    assert "Traceback" not in missing.stderr
