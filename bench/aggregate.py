@@ -16,6 +16,11 @@ from collections import defaultdict
 from pathlib import Path
 
 
+def read_jsonl(path: Path) -> list[dict]:
+    """The JSON objects of a .jsonl file (blank lines skipped)."""
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
 def mean_se(values: list[float]) -> tuple[float, float]:
     mean = statistics.fmean(values)
     se = statistics.stdev(values) / math.sqrt(len(values)) if len(values) > 1 else float("nan")
@@ -98,12 +103,7 @@ def main() -> None:
         help="a paired comparison besides every arm - erm (repeatable), e.g. eoq5-fq:erm5",
     )
     args = parser.parse_args()
-    rows = [
-        json.loads(line)
-        for path in args.results
-        for line in path.read_text().splitlines()
-        if line.strip()
-    ]
+    rows = [row for path in args.results for row in read_jsonl(path)]
     acc: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     for row in rows:
         acc[row["arm"]][row["test_domain"]].append(row["test_acc"])

@@ -12,8 +12,9 @@ arms apart. It is analysis only: nothing here is chosen from held-out numbers.
     python bench/eval_traces.py /tmp/c8 /tmp/c9 --arms erm qtdog --after 2000 \\
         --out docs/plots/gpu112-5k
 
-Roots are read in order; a run found under a later root replaces the same (arm, domain, trial)
-from an earlier one. Writes ``traces.md`` and ``traces_<domain>.png`` (held-out accuracy per
+Only finished runs count (a ``member-0/report.json``, whose ``best_step`` is the selected
+checkpoint). Roots are read in order; a run found under a later root replaces the same (arm,
+domain, trial) from an earlier one. Writes ``traces.md`` and ``traces_<domain>.png`` (held-out accuracy per
 evaluation, the selected checkpoint circled) when ``--out`` is given.
 """
 
@@ -24,28 +25,29 @@ import itertools
 import json
 import statistics
 from pathlib import Path
+from typing import NamedTuple
 
-from aggregate import mean_se
+from aggregate import mean_se, read_jsonl
 
 RunKey = tuple[str, str, int]  # (arm, held-out domain, trial seed)
 
 
-def evaluations(log: Path) -> list[dict]:
-    """The periodic evaluations of one member's log, in step order (switch events left out)."""
-    records = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
-    return [r for r in records if "test_acc" in r and "event" not in r]
+class Trace(NamedTuple):
+    evaluations: list[dict]  # the periodic evaluations, in step order (switch events left out)
+    best_step: int  # the checkpoint the trainer selected (report.json)
 
 
-def find_runs(roots: list[Path], arms: list[str]) -> dict[RunKey, list[dict]]:
-    """Every single-member run's evaluations under ``root/<arm>/<domain>/trial<k>/member-0``."""
-    runs: dict[RunKey, list[dict]] = {}
+def find_runs(roots: list[Path], arms: list[str]) -> dict[RunKey, Trace]:
+    """Every finished single-member run's trace under ``root/<arm>/<domain>/trial<k>/member-0``."""
+    runs: dict[RunKey, Trace] = {}
     for root in roots:
         for arm in arms:
-            for log in sorted((root / arm).glob("*/trial*/member-0/log.jsonl")):
-                trial_dir = log.parent.parent
+            for report in sorted((root / arm).glob("*/trial*/member-0/report.json")):
+                trial_dir = report.parent.parent
                 key = (arm, trial_dir.parent.name, int(trial_dir.name.removeprefix("trial")))
-                if records := evaluations(log):
-                    runs[key] = records
+                records = read_jsonl(report.parent / "log.jsonl")
+                evaluations = [r for r in records if "test_acc" in r and "event" not in r]
+                runs[key] = Trace(evaluations, json.loads(report.read_text())["best_step"])
     return runs
 
 
@@ -56,12 +58,11 @@ def mean_step_change(records: list[dict], field: str, after: int) -> float:
     return statistics.fmean(changes) if changes else float("nan")
 
 
-def trace_row(records: list[dict], after: int) -> dict:
+def trace_row(trace: Trace, after: int) -> dict:
     """What one run's trace says: the selected checkpoint against the last one, and the
-    step-to-step movement. Selection is the trainer's: best source val, first on ties, among
-    quantized checkpoints when the run has any (QT-DoG selects only after the switch)."""
-    eligible = [r for r in records if r.get("quantized")] or records
-    selected = max(eligible, key=lambda r: (r["val_acc"], -r["step"]))
+    step-to-step movement."""
+    records = trace.evaluations
+    selected = next(r for r in records if r["step"] == trace.best_step)
     return {
         "selected_step": selected["step"],
         "selected_test": selected["test_acc"],
@@ -90,8 +91,8 @@ def main() -> None:
             parser.error(f"{root}: no such folder")
     runs = find_runs(args.roots, args.arms)
     if not runs:
-        parser.error(f"no member-0/log.jsonl for arms {args.arms} under {args.roots}")
-    rows = {key: trace_row(records, args.after) for key, records in sorted(runs.items())}
+        parser.error(f"no finished run (member-0/report.json) of {args.arms} under {args.roots}")
+    rows = {key: trace_row(trace, args.after) for key, trace in sorted(runs.items())}
 
     lines = [
         f"| arm | held out | trial | selected step | test at selected | last step | test at last "
@@ -130,11 +131,11 @@ def main() -> None:
 
     for domain in sorted({d for _, d, _ in runs}):
         fig, ax = plt.subplots(figsize=(6.4, 3.6))
-        for (arm, d, trial), records in sorted(runs.items()):
+        for (arm, d, trial), trace in sorted(runs.items()):
             if d != domain:
                 continue
-            steps = [r["step"] for r in records]
-            tests = [100 * r["test_acc"] for r in records]
+            steps = [r["step"] for r in trace.evaluations]
+            tests = [100 * r["test_acc"] for r in trace.evaluations]
             (line,) = ax.plot(steps, tests, marker=".", label=f"{arm}, trial {trial}")
             row = rows[(arm, d, trial)]
             ax.plot(

@@ -167,8 +167,9 @@ def test_aggregate_pairs_arms_on_the_same_domain_and_trial(tmp_path: Path):
 
 
 def test_eval_traces_select_the_trainers_checkpoint_and_plot(shapes_root: Path, tmp_path: Path):
-    """bench/eval_traces.py reads a real QT-DoG run's evaluation log: it selects the checkpoint
-    the trainer selected (best source val among quantized ones) and writes its table and plot."""
+    """bench/eval_traces.py reads a real QT-DoG run's evaluation log and report: the selected
+    row is the trainer's checkpoint (best source val among quantized ones), with its accuracy
+    from the log, and it writes its table and plot."""
     pytest.importorskip("torch")
     import subprocess
     import sys
@@ -183,10 +184,11 @@ def test_eval_traces_select_the_trainers_checkpoint_and_plot(shapes_root: Path, 
     traces = load_bench_module("eval_traces.py")
     runs = traces.find_runs([root], ["qtdog", "erm"])
     assert list(runs) == [("qtdog", "sketch", 0)]
-    records = runs[("qtdog", "sketch", 0)]
+    trace = runs[("qtdog", "sketch", 0)]
+    records = trace.evaluations
     assert [r["step"] for r in records] == [3, 6, 9, 12]  # the switch event is left out
     assert [r["quantized"] for r in records] == [False, False, True, True]
-    row = traces.trace_row(records, after=6)
+    row = traces.trace_row(trace, after=6)
     member = summary["members"][0]
     assert row["selected_step"] == member["best_step"] in (9, 12)
     assert row["selected_test"] == member["selected"]["test_acc"]
