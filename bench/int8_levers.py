@@ -1,6 +1,6 @@
 """Levers tried on onnxruntime's int8 speed, each timed side by side with the graph it changes.
 
-``bench/speed.py`` measures the shipped graphs; this script asks whether three more changes
+``bench/speed.py`` measures the shipped graphs; this script asks whether more changes
 would move its ratios (Lite0, 224 px, batch 32 by default, the same cached ONNX files):
 
 - ``depthwise_float``: the int8 member with its 16 depthwise convs left float (their weights
@@ -9,6 +9,10 @@ would move its ratios (Lite0, 224 px, batch 32 by default, the same cached ONNX 
   the int8 member's time for ~5% of its multiply-adds; is fp32 faster for them?
 - ``chunk<N>``: the 32-image batch run as 32/N calls of N images (smaller activations stay in
   cache); applied to fp32, the int8 member and the EoQ alike.
+- ``uint8_weights``: the int8 member with its weights stored as uint8 (``w + 128``, zero point
+  128): the same integers, but onnxruntime picks its uint8 x uint8 kernels instead of uint8 x
+  int8 ones. On CPUs without VNNI the u8s8 kernel's 16-bit intermediate sums are its limit;
+  is u8u8 faster there?
 - ``parallel_members``: the merged 5-member graph with onnxruntime's parallel executor
   (members as independent branches, ``inter_op`` threads = cores, one intra-op thread each)
   instead of every op spread over all cores.
@@ -68,6 +72,36 @@ def float_depthwise(src: Path, dst: Path) -> int:
     return changed
 
 
+def uint8_weights(src: Path, dst: Path) -> int:
+    """Write ``src`` with every conv's int8 weight (and its zero point) shifted by 128 into
+    uint8: the dequantized weights are unchanged. Returns how many convs changed."""
+    model = onnx.load(str(src))
+    graph = model.graph
+    initializers = {i.name: i for i in graph.initializer}
+    constants = {n.output[0]: n.attribute[0].t for n in graph.node if n.op_type == "Constant"}
+    producers = {out: node for node in graph.node for out in node.output}
+    shifted: set[str] = set()  # a zero point can be shared by several convs: shift it once
+
+    def shift(name: str) -> None:
+        tensor = initializers.get(name) or constants[name]
+        if name in shifted or tensor.data_type != onnx.TensorProto.INT8:
+            return
+        values = numpy_helper.to_array(tensor).astype(np.int16) + 128
+        tensor.CopyFrom(numpy_helper.from_array(values.astype(np.uint8), tensor.name))
+        shifted.add(name)
+
+    changed = 0
+    for node in graph.node:
+        dq = producers.get(node.input[1]) if node.op_type == "Conv" else None
+        if dq is None or dq.op_type != "DequantizeLinear" or len(dq.input) < 3:
+            continue
+        shift(dq.input[0])
+        shift(dq.input[2])
+        changed += 1
+    onnx.save(model, str(dst))
+    return changed
+
+
 def _runner(path: Path, threads: int, chunk: int, parallel: bool = False) -> Callable:
     """A callable running a batch through ``path`` in calls of ``chunk`` images."""
     session = speed._session(path, threads, parallel=parallel)
@@ -96,11 +130,14 @@ def main() -> None:
     paths = speed._build(DEFAULT_BACKBONE, args.size)
     dw_path = paths["int8"].with_name("int8_depthwise_float.onnx")
     n_dw = float_depthwise(paths["int8"], dw_path)
+    u8_path = paths["int8"].with_name("int8_uint8_weights.onnx")
+    n_u8 = uint8_weights(paths["int8"], u8_path)
     runners = {
         "onnx_fp32": _runner(paths["fp32"], args.threads, args.batch),
         "onnx_int8": _runner(paths["int8"], args.threads, args.batch),
         "onnx_int8_x5": _runner(paths["int8_x5"], args.threads, args.batch),
         "depthwise_float_int8": _runner(dw_path, args.threads, args.batch),
+        "uint8_weights_int8": _runner(u8_path, args.threads, args.batch),
         "parallel_members_int8_x5": _runner(paths["int8_x5"], args.threads, args.batch, True),
     }
     for chunk in args.chunks:
@@ -120,6 +157,7 @@ def main() -> None:
     result = {
         "images_per_s": medians,
         "depthwise_convs_made_float": n_dw,
+        "convs_given_uint8_weights": n_u8,
         "size": args.size,
         "batch": args.batch,
         "threads": args.threads,

@@ -31,7 +31,7 @@ import json
 from pathlib import Path
 
 import numpy as np
-from speed import CACHE, _rate, _session
+from speed import CACHE, _build, _rate, _session
 
 from qtdog_sdk.format import ONNX_INPUT_NAME, ONNX_OUTPUT_NAME
 
@@ -227,13 +227,11 @@ def main() -> None:
     if args.agreement:
         print(json.dumps(agreement(args.agreement, args.every, args.threads)))
         return
-    folder = CACHE / f"{args.backbone}-{args.size}"
+    paths = _build(args.backbone, args.size)
     x = np.random.default_rng(0).random((args.batch, 3, args.size, args.size), dtype=np.float32)
     rates: dict[str, float] = {}
     for name in ("fp32", "int8", "int8_x5", "fp32_x5"):
-        path = folder / f"{name}.onnx"
-        if not path.is_file():
-            raise SystemExit(f"{path}: missing; run bench/speed.py --sizes {args.size} first")
+        path = paths[name]
         session = _session(path, args.threads)
         feed = session.get_inputs()[0].name
         rates[f"onnxruntime_{name}"] = _rate(

@@ -20,6 +20,7 @@ The last line printed is one JSON object with the ratios.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import statistics
@@ -44,9 +45,29 @@ def _model(backbone: str):
     return create_backbone(backbone, num_classes=7, pretrained=pretrained).eval()
 
 
+def code_digest(roots: list[Path]) -> str:
+    """A short hash of every .py file under ``roots`` (paths and contents)."""
+    digest = hashlib.sha256()
+    for root in roots:
+        for file in sorted(root.rglob("*.py")):
+            digest.update(file.relative_to(root).as_posix().encode() + b"\0" + file.read_bytes())
+    return digest.hexdigest()[:10]
+
+
+def model_folder(backbone: str, size: int) -> Path:
+    """Where the cached models for ``backbone`` at ``size`` live. The folder name carries a hash
+    of the conversion and quantization code, so a change there rebuilds them instead of timing
+    graphs an older qtdog converted."""
+    import qtdog_train.convert
+    import qtdog_train.quant
+
+    roots = [Path(qtdog_train.convert.__file__).parent, Path(qtdog_train.quant.__file__).parent]
+    return CACHE / f"{backbone}-{size}-{code_digest(roots)}"
+
+
 def _build(backbone: str, size: int) -> dict[str, Path]:
     """fp32 ONNX, int8 member ONNX, and 5-member merged graphs for input ``size`` (cached)."""
-    folder = CACHE / f"{backbone}-{size}"
+    folder = model_folder(backbone, size)
     paths = {k: folder / f"{k}.onnx" for k in ONNX_MODELS}
     if all(p.is_file() for p in paths.values()):
         return paths

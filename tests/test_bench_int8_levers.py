@@ -33,3 +33,18 @@ def test_float_depthwise_takes_only_the_depthwise_convs_out_of_int8(tmp_path: Pa
     np.testing.assert_allclose(
         _reference_logits(levers, dst, x), _reference_logits(levers, src, x), atol=1e-4
     )
+
+
+def test_uint8_weights_keeps_every_conv_int8_and_every_output(tmp_path: Path) -> None:
+    levers = load_bench_module("int8_levers.py")
+    src, dst = ENSEMBLE / "ensemble.onnx", tmp_path / "uint8_weights.onnx"
+    assert levers.uint8_weights(src, dst) == 49 * 2
+    int8, convs = int8_conv_coverage(dst)
+    assert int8 == convs == 49 * 2  # still fused into QLinearConv, now with uint8 weights
+    x = np.random.default_rng(1).uniform(-1, 1, (2, 3, 112, 112)).astype(np.float32)
+    np.testing.assert_array_equal(
+        _reference_logits(levers, dst, x), _reference_logits(levers, src, x)
+    )
+    fused = [levers.speed._session(path, threads=1) for path in (src, dst)]
+    logits = [s.run(None, {s.get_inputs()[0].name: x})[0] for s in fused]
+    np.testing.assert_allclose(logits[1], logits[0], atol=1e-5)  # same integers, same kernels' math
