@@ -16,7 +16,6 @@ The last line printed is one JSON object (also written to ``--out``).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import time
@@ -26,6 +25,7 @@ import numpy as np
 import onnxruntime as ort
 from machine import describe_machine, machine_line  # bench/machine.py, beside this script
 from onnx import TensorProto, helper, numpy_helper
+from speed import report  # bench/speed.py: writes --out, prints the last line
 
 # a square product, and one of Lite0's 1x1 convs at 224 px, batch 32 (M = pixels, K -> N channels)
 DEFAULT_SHAPES = ((1024, 1024, 1024), (32 * 28 * 28, 40, 144))
@@ -101,10 +101,7 @@ def main() -> None:
         "machine": machine_line(describe_machine()),
         "date": time.strftime("%Y-%m-%d"),
     }
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps({k: v for k, v in result.items() if k != "rows"}))
+    report(result, args.out)
 
 
 if __name__ == "__main__":

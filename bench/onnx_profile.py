@@ -19,13 +19,14 @@ import argparse
 import json
 import statistics
 import tempfile
+import time
 from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
 import onnx
 from machine import describe_machine, machine_line  # bench/machine.py, beside this script
-from speed import CACHE, _build
+from speed import CACHE, _build, report
 
 CONV_OPS = {"Conv", "FusedConv", "QLinearConv", "ConvInteger"}
 
@@ -181,12 +182,10 @@ def main() -> None:
         "threads": args.threads,
         "machine": machine_line(describe_machine()),
         "cache": str(CACHE),
+        "date": time.strftime("%Y-%m-%d"),
         "rows": rows,
     }
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps({k: v for k, v in result.items() if k != "rows"}))
+    report(result, args.out)
 
 
 if __name__ == "__main__":
