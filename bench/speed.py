@@ -45,9 +45,9 @@ def _model(backbone: str):
     return create_backbone(backbone, num_classes=7, pretrained=pretrained).eval()
 
 
-def code_digest(roots: list[Path]) -> str:
-    """A short hash of every .py file under ``roots`` (paths and contents)."""
-    digest = hashlib.sha256()
+def code_digest(roots: list[Path], extra: str = "") -> str:
+    """A short hash of every .py file under ``roots`` (paths and contents) and ``extra``."""
+    digest = hashlib.sha256(extra.encode())
     for root in roots:
         for file in sorted(root.rglob("*.py")):
             digest.update(file.relative_to(root).as_posix().encode() + b"\0" + file.read_bytes())
@@ -56,13 +56,19 @@ def code_digest(roots: list[Path]) -> str:
 
 def model_folder(backbone: str, size: int) -> Path:
     """Where the cached models for ``backbone`` at ``size`` live. The folder name carries a hash
-    of the conversion and quantization code, so a change there rebuilds them instead of timing
-    graphs an older qtdog converted."""
+    of the code that builds them (backbones, quantization, conversion) and of the exporting
+    libraries' versions, so a change there rebuilds them instead of timing graphs an older
+    qtdog converted."""
+    from importlib.metadata import version
+
     import qtdog_train.convert
+    import qtdog_train.models
     import qtdog_train.quant
 
-    roots = [Path(qtdog_train.convert.__file__).parent, Path(qtdog_train.quant.__file__).parent]
-    return CACHE / f"{backbone}-{size}-{code_digest(roots)}"
+    packages = (qtdog_train.convert, qtdog_train.models, qtdog_train.quant)
+    roots = [Path(package.__file__).parent for package in packages]
+    versions = " ".join(f"{name}=={version(name)}" for name in ("torch", "torchao", "onnx"))
+    return CACHE / f"{backbone}-{size}-{code_digest(roots, versions)}"
 
 
 def _build(backbone: str, size: int) -> dict[str, Path]:

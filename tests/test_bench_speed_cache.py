@@ -1,4 +1,4 @@
-"""bench/speed.py's model cache is keyed by the conversion code: a change there rebuilds the
+"""bench/speed.py's model cache is keyed by the code that builds it: a change there rebuilds the
 cached graphs instead of timing ones an older qtdog converted."""
 
 from __future__ import annotations
@@ -9,7 +9,6 @@ from pathlib import Path
 from conftest import load_bench_module
 
 import qtdog_train.convert
-import qtdog_train.quant
 
 speed = load_bench_module("speed.py")
 
@@ -28,8 +27,15 @@ def test_the_digest_follows_file_contents_and_names(tmp_path: Path):
     assert speed.code_digest([code]) == speed.code_digest([code])
 
 
-def test_the_cache_folder_names_backbone_size_and_the_real_code_digest():
-    roots = [Path(qtdog_train.convert.__file__).parent, Path(qtdog_train.quant.__file__).parent]
+def test_the_digest_follows_the_extra_text():
+    code = Path(qtdog_train.convert.__file__).parent
+    assert speed.code_digest([code], "torch==2.14.1") != speed.code_digest([code], "torch==2.15.0")
+
+
+def test_the_cache_folder_names_backbone_size_and_a_digest_of_the_real_code():
     folder = speed.model_folder("tf_efficientnet_lite0", 112)
     assert folder.parent == speed.CACHE
-    assert folder.name == f"tf_efficientnet_lite0-112-{speed.code_digest(roots)}"
+    backbone, size, digest = folder.name.rsplit("-", 2)
+    assert (backbone, size) == ("tf_efficientnet_lite0", "112")
+    assert len(digest) == 10 and int(digest, 16) >= 0
+    assert speed.model_folder("tf_efficientnet_lite0", 112) == folder  # stable across calls
