@@ -38,30 +38,41 @@ from machine import describe_machine, machine_line  # bench/machine.py, beside t
 from onnx import numpy_helper
 
 
+def _constant_tensors(graph: onnx.GraphProto) -> dict[str, onnx.TensorProto]:
+    """Every constant tensor by name, initializers and Constant nodes' values alike (the
+    objects in the graph, so editing one edits the graph)."""
+    tensors = {n.output[0]: n.attribute[0].t for n in graph.node if n.op_type == "Constant"}
+    tensors.update({i.name: i for i in graph.initializer})
+    return tensors
+
+
+def _dequantized_convs(graph: onnx.GraphProto) -> list[tuple[onnx.NodeProto, onnx.NodeProto]]:
+    """Each Conv whose weight is the output of a DequantizeLinear, with that DequantizeLinear."""
+    producers = {out: node for node in graph.node for out in node.output}
+    pairs = []
+    for node in graph.node:
+        dq = producers.get(node.input[1]) if node.op_type == "Conv" else None
+        if dq is not None and dq.op_type == "DequantizeLinear":
+            pairs.append((node, dq))
+    return pairs
+
+
 def float_depthwise(src: Path, dst: Path) -> int:
     """Write ``src`` with every grouped conv's dequantized weight as a float initializer;
     returns how many convs changed. Activations around them keep their Q/DQ nodes."""
     model = onnx.load(str(src))
     graph = model.graph
-    initializers = {i.name: i for i in graph.initializer}
-    producers = {out: node for node in graph.node for out in node.output}
+    tensors = _constant_tensors(graph)
 
     def constant(name: str) -> np.ndarray:
-        if name in initializers:
-            return numpy_helper.to_array(initializers[name])
-        return numpy_helper.to_array(producers[name].attribute[0].t)  # a Constant node
+        return numpy_helper.to_array(tensors[name]).astype(np.float32)
 
     changed = 0
-    for node in graph.node:
-        group = next((a.i for a in node.attribute if a.name == "group"), 1)
-        if node.op_type != "Conv" or group == 1:
+    for node, dq in _dequantized_convs(graph):
+        if next((a.i for a in node.attribute if a.name == "group"), 1) == 1:
             continue
-        dq = producers.get(node.input[1])
-        if dq is None or dq.op_type != "DequantizeLinear":
-            continue
-        q = constant(dq.input[0]).astype(np.float32)
-        scale = constant(dq.input[1]).astype(np.float32)
-        zero = constant(dq.input[2]).astype(np.float32) if len(dq.input) > 2 else np.float32(0)
+        q, scale = constant(dq.input[0]), constant(dq.input[1])
+        zero = constant(dq.input[2]) if len(dq.input) > 2 else np.float32(0)
         shape = [-1] + [1] * (q.ndim - 1)  # per-output-channel along axis 0
         weight = (q - np.reshape(zero, shape if zero.ndim else ())) * np.reshape(scale, shape)
         name = f"{node.input[1]}_float"
@@ -76,14 +87,11 @@ def uint8_weights(src: Path, dst: Path) -> int:
     """Write ``src`` with every conv's int8 weight (and its zero point) shifted by 128 into
     uint8: the dequantized weights are unchanged. Returns how many convs changed."""
     model = onnx.load(str(src))
-    graph = model.graph
-    initializers = {i.name: i for i in graph.initializer}
-    constants = {n.output[0]: n.attribute[0].t for n in graph.node if n.op_type == "Constant"}
-    producers = {out: node for node in graph.node for out in node.output}
+    tensors = _constant_tensors(model.graph)
     shifted: set[str] = set()  # a zero point can be shared by several convs: shift it once
 
     def shift(name: str) -> None:
-        tensor = initializers.get(name) or constants[name]
+        tensor = tensors[name]
         if name in shifted or tensor.data_type != onnx.TensorProto.INT8:
             return
         values = numpy_helper.to_array(tensor).astype(np.int16) + 128
@@ -91,9 +99,8 @@ def uint8_weights(src: Path, dst: Path) -> int:
         shifted.add(name)
 
     changed = 0
-    for node in graph.node:
-        dq = producers.get(node.input[1]) if node.op_type == "Conv" else None
-        if dq is None or dq.op_type != "DequantizeLinear" or len(dq.input) < 3:
+    for _, dq in _dequantized_convs(model.graph):
+        if len(dq.input) < 3:
             continue
         shift(dq.input[0])
         shift(dq.input[2])

@@ -65,7 +65,7 @@ def node_kinds(model: onnx.ModelProto) -> dict[str, str]:
 
 def profile(path: Path, x: np.ndarray, threads: int, runs: int) -> dict[str, float]:
     """Median milliseconds per call spent in each kind of node, over ``runs`` profiled calls
-    (after two unprofiled warm-up calls are discarded from the sums)."""
+    (two more calls before them warm up and are left out)."""
     import onnxruntime as ort
 
     with tempfile.TemporaryDirectory() as tmp:
