@@ -53,3 +53,18 @@ def test_conversion_cost_compares_the_three_forms(run_dir: Path, tmp_path: Path)
         assert row["agreement_torch_int8_vs_onnx"] >= 0.99
         convs, total = row["int8_convs"]["onnx"]
         assert convs == total > 0
+
+
+def test_int8_trace_lines_up_every_int8_op_of_a_trained_member(
+    run_dir: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "trace.json"
+    bench("int8_trace.py", str(run_dir), "--member", "1", "--images", "4", "--out", str(out))
+    result = json.loads(out.read_text())
+    assert result["domain"] == "sketch" and result["images"] == 36
+    assert len(result["traced_images"]) == (len(result["disagreeing_images"]) or 4)
+    assert result["traced_graph_vs_full_session_max_logit_gap"] < 1e-4
+    kinds = [row["onnx"] for row in result["tensors"]]
+    assert len(kinds) > 10  # every quantized conv and residual add of the backbone
+    assert result["first_departure"] is None
+    assert all(row["differ"] == 0 for row in result["tensors"])

@@ -145,3 +145,70 @@ def test_minmax_observer_is_the_default_and_keeps_the_whole_calibrated_range(
     assert default_scales[0] > hist_scales[0]  # the histogram observer clips Gaussian tails
     with pytest.raises(Exception, match="observer"):
         convert_member(_net(), 7, calibration, tmp_path / "x.onnx", observer="percentile")
+
+
+def _qlinear_add_session(a: tuple[float, int], b: tuple[float, int], c: tuple[float, int]):
+    """onnxruntime's QLinearAdd (the kernel its QDQ fusion runs for a residual add) alone."""
+    from onnx import TensorProto, helper
+
+    inputs = [helper.make_tensor_value_info(n, TensorProto.UINT8, [None]) for n in ("a", "b")]
+    constants = []
+    for name, (scale, zero) in zip("abc", (a, b, c), strict=True):
+        constants.append(helper.make_tensor(f"s{name}", TensorProto.FLOAT, [], [scale]))
+        constants.append(helper.make_tensor(f"z{name}", TensorProto.UINT8, [], [zero]))
+    node = helper.make_node(
+        "QLinearAdd", ["a", "sa", "za", "b", "sb", "zb", "sc", "zc"], ["c"], domain="com.microsoft"
+    )
+    output = helper.make_tensor_value_info("c", TensorProto.UINT8, [None])
+    graph = helper.make_graph([node], "qlinear_add", inputs, [output], constants)
+    opsets = [helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)]
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    model = helper.make_model(graph, opset_imports=opsets).SerializeToString()
+    return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+
+
+def test_integer_add_equals_onnxruntime_on_every_input_pair() -> None:
+    """Every (a, b) uint8 pair under 60 random scale / zero-point sets. A fixed part computed
+    with three roundings instead of onnxruntime's fused multiply-add misses on some of them
+    (it flipped 39 outputs of one residual add of a trained member on 6 photos)."""
+    from qtdog_train.convert.integer_exact import IntegerAdd
+
+    a, b = np.meshgrid(np.arange(256, dtype=np.uint8), np.arange(256, dtype=np.uint8))
+    a, b = a.ravel(), b.ravel()
+    rng = np.random.default_rng(0)
+    for _ in range(60):
+        scales = [float(np.float32(s)) for s in rng.uniform(0.01, 1.0, 3)]
+        zeros = [int(z) for z in rng.integers(0, 256, 3)]
+        qa, qb, qc = zip(scales, zeros, strict=True)
+        expected = _qlinear_add_session(qa, qb, qc).run(None, {"a": a, "b": b})[0]
+        module = IntegerAdd(qa, qb, (*qc, 0, 255))
+        got = module(torch.from_numpy(a), torch.from_numpy(b)).numpy()
+        assert np.array_equal(got, expected), (qa, qb, qc, int((got != expected).sum()))
+
+
+def test_int8_trace_pairs_every_int8_op_and_finds_the_one_that_departs(converted, tmp_path) -> None:
+    """bench/int8_trace.py on the small net: the two runtimes' uint8 tensors line up op for op
+    and agree; after shifting one add's output by a level in torch, that add is the departure."""
+    import copy
+
+    from conftest import load_bench_module
+
+    from qtdog_train.convert.integer_exact import IntegerAdd
+
+    trace = load_bench_module("int8_trace.py")
+    x = torch.randn(8, 3, 24, 24, generator=torch.Generator().manual_seed(3))
+    onnx_side, logit_gap = trace.onnx_uint8_tensors(converted.onnx_path, x.numpy(), tmp_path)
+    assert len(onnx_side) == 4  # 3 QLinearConv + 1 QLinearAdd
+    assert logit_gap < 1e-5  # the traced graph computes what the user's session computes
+    rows = trace.compare(trace.torch_uint8_tensors(converted.int8_model, x), onnx_side)
+    assert len(rows) == 4 and trace.first_departure(rows) is None
+
+    broken = copy.deepcopy(converted.int8_model)
+    add_name, add = next((n, m) for n, m in broken.named_modules() if isinstance(m, IntegerAdd))
+    add.fixed = add.fixed + 1.0
+    rows = trace.compare(trace.torch_uint8_tensors(broken, x), onnx_side)
+    departure = trace.first_departure(rows)
+    assert departure is not None and departure["torch"] == add_name
+    assert departure["max_levels"] == 1
+    assert all(r["differ"] == 0 for r in rows[: rows.index(departure)])

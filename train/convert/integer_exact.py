@@ -86,11 +86,18 @@ class IntegerConv(nn.Module):
 
 class IntegerAdd(nn.Module):
     """uint8 + uint8 -> uint8 as MLAS's AVX2 QLinearAdd computes it, in float32:
-    ``round(fma(a, sa/sc, fma(b, sb/sc, fixed)))`` with ``fixed = zc - (za*sa/sc + zb*sb/sc)``.
+    ``round(fma(a, ra, fma(b, rb, fixed)))`` with ``ra = sa/sc``, ``rb = sb/sc`` and
+    ``fixed = zc - fma(ra, za, rb*zb)``.
 
-    A float32 fused multiply-add is emulated exactly in float64: the product of
-    a uint8 and a float32 is exact there, and so is its sum with a float32 of
-    similar magnitude, leaving the single rounding to float32 that FMA does.
+    The fixed part is written ``zc - (ra*za + rb*zb)`` in MLAS's source, but the
+    onnxruntime wheel's compiler contracts it into a fused multiply-add (the AVX2
+    kernel is built with FMA enabled). Computing it with three roundings instead
+    moves ``fixed`` by one float32 ulp for some scales, enough to flip outputs that
+    lie within an ulp of a rounding tie (a test checks all 65,536 input pairs
+    against onnxruntime's kernel). A float32 fused multiply-add is emulated exactly
+    in float64: the product of a uint8 (or a zero point) and a float32 is exact
+    there, and so is its sum with a float32 of similar magnitude, leaving the
+    single rounding to float32 that FMA does.
     """
 
     def __init__(
@@ -101,7 +108,8 @@ class IntegerAdd(nn.Module):
         (sa, za), (sb, zb), (sc, zc, self.low, self.high) = a, b, out
         self.ratio_a = torch.tensor(sa, dtype=f32) / torch.tensor(sc, dtype=f32)
         self.ratio_b = torch.tensor(sb, dtype=f32) / torch.tensor(sc, dtype=f32)
-        self.fixed = torch.tensor(float(zc), dtype=f32) - (self.ratio_a * za + self.ratio_b * zb)
+        zero_points = self._fma(torch.tensor(float(za)), self.ratio_a, self.ratio_b * zb)
+        self.fixed = torch.tensor(float(zc), dtype=f32) - zero_points
 
     @staticmethod
     def _fma(x: torch.Tensor, ratio: torch.Tensor, addend: torch.Tensor) -> torch.Tensor:
