@@ -212,3 +212,27 @@ def test_int8_trace_pairs_every_int8_op_and_finds_the_one_that_departs(converted
     assert departure is not None and departure["torch"] == add_name
     assert departure["max_levels"] == 1
     assert all(r["differ"] == 0 for r in rows[: rows.index(departure)])
+
+
+def test_integer_conv_accumulates_exactly_when_partial_sums_pass_float32() -> None:
+    """A 1x1 conv over 2,048 channels of 7-bit weights can reach partial sums past 2^24, where
+    float32 rounds: the module then accumulates in float64 and matches int64 arithmetic."""
+    from qtdog_train.convert.integer_exact import IntegerConv
+
+    generator = torch.Generator().manual_seed(4)
+
+    def conv(weight: torch.Tensor, zero_point: int) -> IntegerConv:
+        channels = weight.shape[0]
+        return IntegerConv(
+            weight, torch.zeros(channels, dtype=torch.int32), torch.full((channels,), 1e-6),
+            zero_point, 0, (-1e9, 1e9), ([1, 1], [0, 0], [1, 1], 1),
+        )  # fmt: skip
+
+    wide = torch.randint(40, 64, (4, 2048, 1, 1), generator=generator, dtype=torch.int8)
+    q = torch.randint(200, 256, (2, 2048, 3, 3), generator=generator, dtype=torch.uint8)
+    module = conv(wide, 0)
+    assert module.accumulator == torch.float64
+    exact = torch.einsum("nchw,oc->nohw", q.to(torch.int64), wide.flatten(1).to(torch.int64))
+    got = module._accumulate(q.to(torch.float32), module.accumulator).round().to(torch.int64)
+    assert torch.equal(got, exact) and int(exact.max()) > 2**24
+    assert conv(wide[:, :64], 128).accumulator == torch.float32  # small kernels stay in float32

@@ -61,6 +61,11 @@ class IntegerConv(nn.Module):
         self.output_zero_point = output_zero_point
         self.low, self.high = output_range
         self.stride, self.padding, self.dilation, self.groups = conv_args
+        # Every partial sum of an output is bounded by max|x - zx| * sum|w| over its kernel;
+        # below 2^24 float32 holds them all exactly, whatever order the conv sums in.
+        largest_input = max(input_zero_point, 255 - input_zero_point)
+        bound = largest_input * float(self.weight.abs().flatten(1).sum(1).max())
+        self.accumulator = torch.float32 if bound < _FLOAT32_EXACT else torch.float64
 
     def _accumulate(self, x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
         return F.conv2d(
@@ -75,9 +80,7 @@ class IntegerConv(nn.Module):
 
     def forward(self, q: torch.Tensor) -> torch.Tensor:
         x = q.to(torch.float32) - self.input_zero_point
-        acc = self._accumulate(x, torch.float32)
-        if acc.abs().max() >= _FLOAT32_EXACT:  # partial sums may have been rounded
-            acc = self._accumulate(x, torch.float64)
+        acc = self._accumulate(x, self.accumulator)
         total = acc.round().to(torch.int64) + self.bias
         scaled = total.to(torch.float32) * self.multiplier
         scaled = scaled.clamp(self.low, self.high)
