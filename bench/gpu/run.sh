@@ -22,6 +22,7 @@
 #   MARGIN_S   seconds kept for copying results back (25)
 #   SPEED_S    limit of the training-speed stage (200); PREDICT_S of the prediction one (45)
 #   SPEED_ARGS extra bench/train_speed.py arguments
+#   PREDICT_ARGS extra bench/predict_speed.py arguments ('--image-size 224': the paper's size)
 #   CUDA_TESTS 1 runs tests/test_cuda.py beside the sweeps, 0 skips them (1)
 #   DOMAINS    held-out domains, one sweep process each ("sketch art_painting cartoon photo")
 #   PHASES     arm lists run one after another by each process, ';'-separated
@@ -51,6 +52,7 @@ SPEED_S=${SPEED_S:-200}
 PREDICT_S=${PREDICT_S:-45}
 CUDA_TESTS=${CUDA_TESTS:-1}
 SPEED_ARGS=${SPEED_ARGS:-}
+PREDICT_ARGS=${PREDICT_ARGS:-}
 DOMAINS=${DOMAINS:-sketch art_painting cartoon photo}
 PHASES=${PHASES:-erm qtdog;qtdog-official}
 TRIALS=${TRIALS:-0 1 2}
@@ -187,7 +189,7 @@ EOF
 	if [[ $limit -ge 5 ]]; then
 		echo "== prediction speed, packaged model (limit ${limit} s)"
 		timeout -k 10 "$limit" "$PYTHON" bench/predict_speed.py --backends torch --device "$DEVICE" \
-			--batches 1,32,256 --repeats 3 2>&1 | tee "$OUT/predict_speed.txt"
+			--batches 1,32,256 --repeats 3 $PREDICT_ARGS 2>&1 | tee "$OUT/predict_speed.txt"
 		echo "== prediction speed: exit ${PIPESTATUS[0]}"
 	else
 		echo "== prediction speed: skipped"
