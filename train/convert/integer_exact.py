@@ -92,9 +92,9 @@ class IntegerAdd(nn.Module):
     ``round(fma(a, ra, fma(b, rb, fixed)))`` with ``ra = sa/sc``, ``rb = sb/sc`` and
     ``fixed = zc - fma(ra, za, rb*zb)``.
 
-    The fixed part is written ``zc - (ra*za + rb*zb)`` in MLAS's source, but the
-    onnxruntime wheel's compiler contracts it into a fused multiply-add (the AVX2
-    kernel is built with FMA enabled). Computing it with three roundings instead
+    The fixed part is written ``zc - (ra*za + rb*zb)`` in MLAS's source, but
+    onnxruntime's wheel (1.32) computes it contracted into a fused multiply-add, as
+    a compiler may in the FMA-enabled AVX2 kernel. Computing it with three roundings instead
     moves ``fixed`` by one float32 ulp for some scales, enough to flip outputs that
     lie within an ulp of a rounding tie (a test checks all 65,536 input pairs
     against onnxruntime's kernel). A float32 fused multiply-add is emulated exactly
