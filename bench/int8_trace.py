@@ -72,8 +72,9 @@ def onnx_uint8_tensors(
     import onnxruntime as ort
 
     level = ort.GraphOptimizationLevel
-    name = _session(str(onnx_path), level.ORT_ENABLE_ALL).get_inputs()[0].name
-    full = _session(str(onnx_path), level.ORT_ENABLE_ALL).run(None, {name: x})[0]
+    users_session = _session(str(onnx_path), level.ORT_ENABLE_ALL)
+    name = users_session.get_inputs()[0].name
+    full = users_session.run(None, {name: x})[0]
     fused_path = workdir / "fused.onnx"
     _session(str(onnx_path), level.ORT_ENABLE_EXTENDED, fused_path)
     graph = onnx.load(str(fused_path))
