@@ -28,21 +28,20 @@ import numpy as np
 import torch
 from torch import fx
 
-from qtdog_train.pipeline import load_run_data, member_calibration
+from qtdog_train.evaluation import predictions
+from qtdog_train.pipeline import load_run_data, member_calibration, onnx_predictor
 from qtdog_train.trainer import load_selected_model
 
 #: onnxruntime ops whose outputs are the uint8 tensors the torch model computes as modules.
 FUSED_OPS = ("QLinearConv", "QLinearAdd")
 
 
-def _session(model: str | bytes, level: Any, optimized_path: Path | None = None) -> Any:
+def _session(model: str | bytes, level: Any) -> Any:
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.log_severity_level = 3
     options.graph_optimization_level = level
-    if optimized_path is not None:
-        options.optimized_model_filepath = str(optimized_path)
     return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
 
 
@@ -64,20 +63,20 @@ def torch_uint8_tensors(model: fx.GraphModule, x: torch.Tensor) -> list[tuple[st
 
 
 def onnx_uint8_tensors(
-    onnx_path: Path, x: np.ndarray, workdir: Path
+    onnx_path: Path, x: np.ndarray
 ) -> tuple[list[tuple[str, np.ndarray]], float]:
     """Outputs of onnxruntime's fused int8 ops in graph order, and the largest logit
     difference between the traced graph and the fully optimized session."""
     import onnx
     import onnxruntime as ort
 
+    from qtdog_train.convert.onnx_export import optimized_graph
+
     level = ort.GraphOptimizationLevel
     users_session = _session(str(onnx_path), level.ORT_ENABLE_ALL)
     name = users_session.get_inputs()[0].name
     full = users_session.run(None, {name: x})[0]
-    fused_path = workdir / "fused.onnx"
-    _session(str(onnx_path), level.ORT_ENABLE_EXTENDED, fused_path)
-    graph = onnx.load(str(fused_path))
+    graph = optimized_graph(onnx_path)
     fused = [n for n in graph.graph.node if n.op_type in FUSED_OPS]
     outputs = {o.name for o in graph.graph.output}
     for node in fused:
@@ -133,31 +132,25 @@ def main() -> None:
     args = parser.parse_args()
 
     from qtdog_train.convert.member import convert_member  # torchao: only when converting
-    from qtdog_train.pipeline import onnx_predictor
 
     cfg, model = load_selected_model(args.run, args.member)
     data = load_run_data(cfg, torch.device("cpu"))
     domain = args.domain or data.test_domains[0]
     calibration = member_calibration(cfg, data, args.member)
+    part = data.test[domain]
     with tempfile.TemporaryDirectory() as tmp:
-        workdir = Path(tmp)
         converted = convert_member(
-            model, cfg.bits, calibration, workdir / "member.onnx", cfg.activation_observer
+            model, cfg.bits, calibration, Path(tmp) / "member.onnx", cfg.activation_observer
         )
-        predict_onnx = onnx_predictor(converted.onnx_path)
-        images, torch_top1, onnx_top1 = [], [], []
-        with torch.no_grad():
-            for x, _ in data.iter_eval(data.test[domain], 256):
-                images.append(x)
-                torch_top1.append(converted.int8_model(x).argmax(1))
-                onnx_top1.append(predict_onnx(x).argmax(1))
-        x = torch.cat(images)
-        disagree = (torch.cat(torch_top1) != torch.cat(onnx_top1)).nonzero().flatten()
+        torch_top1 = predictions(converted.int8_model, data, part)
+        onnx_top1 = predictions(onnx_predictor(converted.onnx_path), data, part)
+        disagree = (torch_top1 != onnx_top1).nonzero().flatten()
+        x = torch.cat([batch for batch, _ in data.iter_eval(part, 256)])
         chosen = (
             disagree[: args.images] if len(disagree) else torch.arange(min(args.images, len(x)))
         )
         traced = x[chosen]
-        onnx_side, logit_gap = onnx_uint8_tensors(converted.onnx_path, traced.numpy(), workdir)
+        onnx_side, logit_gap = onnx_uint8_tensors(converted.onnx_path, traced.numpy())
     rows = compare(torch_uint8_tensors(converted.int8_model, traced), onnx_side)
     departure = first_departure(rows)
     result = {

@@ -187,7 +187,7 @@ def test_integer_add_equals_onnxruntime_on_every_input_pair() -> None:
         assert np.array_equal(got, expected), (qa, qb, qc, int((got != expected).sum()))
 
 
-def test_int8_trace_pairs_every_int8_op_and_finds_the_one_that_departs(converted, tmp_path) -> None:
+def test_int8_trace_pairs_every_int8_op_and_finds_the_one_that_departs(converted) -> None:
     """bench/int8_trace.py on the small net: the two runtimes' uint8 tensors line up op for op
     and agree; after shifting one add's output by a level in torch, that add is the departure."""
     import copy
@@ -198,7 +198,7 @@ def test_int8_trace_pairs_every_int8_op_and_finds_the_one_that_departs(converted
 
     trace = load_bench_module("int8_trace.py")
     x = torch.randn(8, 3, 24, 24, generator=torch.Generator().manual_seed(3))
-    onnx_side, logit_gap = trace.onnx_uint8_tensors(converted.onnx_path, x.numpy(), tmp_path)
+    onnx_side, logit_gap = trace.onnx_uint8_tensors(converted.onnx_path, x.numpy())
     assert len(onnx_side) == 4  # 3 QLinearConv + 1 QLinearAdd
     assert logit_gap < 1e-5  # the traced graph computes what the user's session computes
     rows = trace.compare(trace.torch_uint8_tensors(converted.int8_model, x), onnx_side)
@@ -233,6 +233,6 @@ def test_integer_conv_accumulates_exactly_when_partial_sums_pass_float32() -> No
     module = conv(wide, 0)
     assert module.accumulator == torch.float64
     exact = torch.einsum("nchw,oc->nohw", q.to(torch.int64), wide.flatten(1).to(torch.int64))
-    got = module._accumulate(q.to(torch.float32), module.accumulator).round().to(torch.int64)
+    got = module._accumulate(q.to(torch.float32)).round().to(torch.int64)
     assert torch.equal(got, exact) and int(exact.max()) > 2**24
     assert conv(wide[:, :64], 128).accumulator == torch.float32  # small kernels stay in float32

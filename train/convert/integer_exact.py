@@ -67,10 +67,10 @@ class IntegerConv(nn.Module):
         bound = largest_input * float(self.weight.abs().flatten(1).sum(1).max())
         self.accumulator = torch.float32 if bound < _FLOAT32_EXACT else torch.float64
 
-    def _accumulate(self, x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    def _accumulate(self, x: torch.Tensor) -> torch.Tensor:
         return F.conv2d(
-            x.to(dtype),
-            self.weight.to(dtype),
+            x.to(self.accumulator),
+            self.weight.to(self.accumulator),
             None,
             self.stride,
             self.padding,
@@ -80,7 +80,7 @@ class IntegerConv(nn.Module):
 
     def forward(self, q: torch.Tensor) -> torch.Tensor:
         x = q.to(torch.float32) - self.input_zero_point
-        acc = self._accumulate(x, self.accumulator)
+        acc = self._accumulate(x)
         total = acc.round().to(torch.int64) + self.bias
         scaled = total.to(torch.float32) * self.multiplier
         scaled = scaled.clamp(self.low, self.high)

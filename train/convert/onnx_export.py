@@ -49,8 +49,9 @@ def strip_metadata(path: Path) -> Path:
     return path
 
 
-def optimized_op_counts(path: Path) -> Counter[str]:
-    """Operator counts of the graph onnxruntime actually runs (after its QDQ fusions)."""
+def optimized_graph(path: Path) -> onnx.ModelProto:
+    """The graph onnxruntime actually runs: the QDQ groups fused into QLinearConv /
+    QLinearAdd (the extended level, before the layout changes of the full one)."""
     import onnxruntime as ort
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -59,8 +60,12 @@ def optimized_op_counts(path: Path) -> Counter[str]:
         options.optimized_model_filepath = str(Path(tmp) / "optimized.onnx")
         options.log_severity_level = 3
         ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        optimized = onnx.load(options.optimized_model_filepath)
-    return Counter(node.op_type for node in optimized.graph.node)
+        return onnx.load(options.optimized_model_filepath)
+
+
+def optimized_op_counts(path: Path) -> Counter[str]:
+    """Operator counts of the graph onnxruntime actually runs (after its QDQ fusions)."""
+    return Counter(node.op_type for node in optimized_graph(path).graph.node)
 
 
 def int8_conv_coverage(path: Path) -> tuple[int, int]:
