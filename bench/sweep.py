@@ -20,6 +20,7 @@ Arms (all under one protocol: resolution, steps, q_start, batch, lr):
                    member 0 is the erm arm's run
   qtdog-b8 .. -b4  bit-width ablation
   qtdog-slrN       step-size learning rate N x lr (default: = lr)
+  qtdog-nodw       LSQ on every conv except the depthwise ones (which layers are quantized)
 
 CPU protocol (hours on 2 cores):
     python bench/sweep.py --data ../shared/data/PACS --protocol cpu112 --image-size 112 --steps 600 --q-start 240 --eval-every 100
@@ -53,6 +54,7 @@ ARMS = (
     "qtdog-b4",
     "qtdog-slr10",
     "qtdog-slr100",
+    "qtdog-nodw",
 )
 
 
@@ -71,6 +73,8 @@ def arm_config(arm: str, base: dict[str, Any]) -> dict[str, Any]:
         cfg.update(algorithm="qtdog", members=5, export=False)
     elif arm == "erm5":
         cfg.update(algorithm="erm", bits=8, members=5, export=False)
+    elif arm == "qtdog-nodw":
+        cfg.update(algorithm="qtdog", quantized_layers="no-depthwise", members=1, export=False)
     elif match := re.fullmatch(r"qtdog-b(\d)", arm):
         cfg.update(algorithm="qtdog", bits=int(match.group(1)), members=1, export=False)
     elif match := re.fullmatch(r"qtdog-slr(\d+)", arm):

@@ -211,3 +211,16 @@ def test_eval_traces_select_the_trainers_checkpoint_and_plot(shapes_root: Path, 
     )  # fmt: skip
     assert missing.returncode == 2 and "nowhere: no such folder" in missing.stderr
     assert "Traceback" not in missing.stderr
+
+
+def test_every_arm_builds_a_valid_config_and_nodw_spares_the_depthwise_convs(tmp_path: Path):
+    from qtdog_train.config import TrainConfig
+
+    sweep = _load_sweep()
+    base = {"data": str(tmp_path), "out": str(tmp_path), "lr": 5e-5}
+    for arm in sweep.ARMS:
+        TrainConfig.from_dict(sweep.arm_config(arm, base)).validate()
+    nodw = TrainConfig.from_dict(sweep.arm_config("qtdog-nodw", base))
+    assert (nodw.algorithm, nodw.quantized_layers, nodw.bits) == ("qtdog", "no-depthwise", 7)
+    with pytest.raises(SystemExit, match="unknown arm 'qtdog-dw'"):
+        sweep.arm_config("qtdog-dw", base)

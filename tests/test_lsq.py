@@ -13,6 +13,9 @@ from qtdog_train.quant.lsq import (  # noqa: E402
     attach_lsq,
     conv_modules,
     init_step_size,
+    is_depthwise,
+    is_fully_quantized,
+    is_quantized,
     lsq_quantizer,
     qrange,
     step_size_parameters,
@@ -98,6 +101,23 @@ def test_attach_quantizes_every_conv_including_same_padding_subclass() -> None:
     x = torch.randn(2, 3, 32, 32)
     model(x).sum().backward()
     assert all(p.grad is not None for p in step_size_parameters(model))
+
+
+def test_no_depthwise_leaves_exactly_the_depthwise_convs_in_float() -> None:
+    from qtdog_train.models.backbones import create_backbone
+
+    model = create_backbone("tf_efficientnet_lite0", num_classes=3, pretrained="none")
+    depthwise = {name for name, conv in conv_modules(model) if is_depthwise(conv)}
+    assert len(depthwise) == 16
+    names = attach_lsq(model, bits=7, layers="no-depthwise")
+    assert len(names) == 33 and not depthwise & set(names)
+    for name, conv in conv_modules(model):
+        assert (lsq_quantizer(conv) is None) == (name in depthwise)
+    assert is_quantized(model) and not is_fully_quantized(model)
+    model(torch.randn(2, 3, 32, 32)).sum().backward()
+    assert all(p.grad is not None for p in step_size_parameters(model))
+    with pytest.raises(ValueError, match="unknown layer selection 'pointwise'"):
+        attach_lsq(model, bits=7, layers="pointwise")
 
 
 def test_official_compat_freezes_conv_weights_and_step_sizes() -> None:

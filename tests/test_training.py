@@ -337,6 +337,31 @@ def test_bad_activation_observer_is_a_one_line_error(shapes_root: Path) -> None:
         cfg.validate()
 
 
+def test_no_depthwise_run_keeps_depthwise_float_until_conversion(
+    shapes_root: Path, tmp_path: Path
+) -> None:
+    """``--quantized-layers no-depthwise``: LSQ trains on 33 of Lite0's 49 convs; the 16
+    depthwise ones get post-training integers at conversion, so every conv still runs in int8."""
+    from qtdog_train.pipeline import run
+    from qtdog_train.quant.lsq import conv_modules, is_depthwise, lsq_quantizer
+    from qtdog_train.trainer import load_selected_model
+
+    out = tmp_path / "nodw"
+    summary = run(tiny_config(shapes_root, out, members=1, quantized_layers="no-depthwise"))
+    report = summary["members"][0]
+    assert report["switch"]["step"] == 6 and report["best_step"] > 6
+    assert report["onnx_int8_convs"] == [49, 49]
+    assert report["torch_int8_convs"] == [49, 49]
+    assert report["agreement_torch_int8_vs_onnx"] >= 0.99
+    cfg, model = load_selected_model(out)
+    assert cfg.quantized_layers == "no-depthwise"
+    float_convs = [name for name, conv in conv_modules(model) if lsq_quantizer(conv) is None]
+    assert len(float_convs) == 16
+    assert all(is_depthwise(conv) for name, conv in conv_modules(model) if name in float_convs)
+    with pytest.raises(QTDoGError, match="--quantized-layers must be one of all, no-depthwise"):
+        tiny_config(shapes_root, "unused", quantized_layers="pointwise").validate()
+
+
 def test_a_resnet_backbone_trains_converts_and_loads(shapes_root: Path, tmp_path: Path) -> None:
     """The paper's backbone family (plain ReLU, max pool, residual add -> ReLU), not only Lite0:
     every conv runs in int8 in both runtimes and both SDK backends agree on the result."""

@@ -65,6 +65,13 @@ def train_command(
     s_init: Annotated[
         str, typer.Option(help="Initial step size: lsq (paper), maxabs, or mse.")
     ] = "mse",
+    quantized_layers: Annotated[
+        str,
+        typer.Option(
+            help="Convs LSQ quantizes: all (paper) or no-depthwise (depthwise convs train in float "
+            "and get post-training integers at conversion)."
+        ),
+    ] = "all",
     weight_decay: Annotated[float, typer.Option(help="Adam weight decay.")] = 0.0,
     dropout: Annotated[float, typer.Option(help="Dropout before the classifier.")] = 0.0,
     image_size: Annotated[
@@ -142,6 +149,7 @@ def train_command(
         lr=lr,
         s_lr=s_lr,
         s_init=s_init,
+        quantized_layers=quantized_layers,
         weight_decay=weight_decay,
         dropout=dropout,
         image_size=image_size,

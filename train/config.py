@@ -37,6 +37,7 @@ class TrainConfig:
     lr: float = 5e-5
     s_lr: float | None = None
     s_init: str = "mse"
+    quantized_layers: str = "all"
     weight_decay: float = 0.0
     dropout: float = 0.0
     image_size: int = 224
@@ -90,6 +91,13 @@ class TrainConfig:
             )
         if self.compile not in ("auto", "on", "off"):
             raise QTDoGError(f"--compile must be auto, on or off, got {self.compile!r}")
+        from qtdog_train.quant.lsq import QUANTIZED_LAYERS
+
+        if self.quantized_layers not in QUANTIZED_LAYERS:
+            raise QTDoGError(
+                f"--quantized-layers must be one of {', '.join(QUANTIZED_LAYERS)}, "
+                f"got {self.quantized_layers!r}"
+            )
         if self.official_compat and self.algorithm != "qtdog":
             raise QTDoGError("--official-compat only applies to --algorithm qtdog")
 

@@ -19,7 +19,7 @@ from qtdog_train.convert.fold import (
 from qtdog_train.convert.integer_exact import integer_exact
 from qtdog_train.convert.onnx_export import export_onnx, int8_conv_coverage
 from qtdog_train.convert.pt2e import convert_to_int8, count_quantized_convs
-from qtdog_train.quant.lsq import is_quantized
+from qtdog_train.quant.lsq import is_fully_quantized
 
 
 @dataclass
@@ -55,7 +55,9 @@ def convert_member(
     model = model.cpu().eval()
     plain, convs = dequantized_copy(model, bits)
     state = integer_state_dict(plain, convs)
-    if is_quantized(model):  # a float model (ERM) gets post-training integers: outputs move
+    # A float model (ERM), or the float convs of a partly quantized one, get post-training
+    # integers: outputs move, so only a fully LSQ-quantized model must keep them exactly.
+    if is_fully_quantized(model):
         check_same_outputs(model, plain, calibration[0][:4], "taking the integer weights")
     weight_quantized = copy.deepcopy(plain)
     fold_batchnorm(plain, convs)

@@ -25,6 +25,9 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 S_INIT_RULES = ("lsq", "maxabs", "mse")
+#: Which convs LSQ quantizes: every one (the paper), or all but the depthwise ones (whose
+#: channels hold 9-25 weights each, where a shared per-channel grid rounds hardest).
+QUANTIZED_LAYERS = ("all", "no-depthwise")
 
 
 def qrange(bits: int) -> tuple[int, int]:
@@ -102,13 +105,29 @@ def conv_modules(model: nn.Module) -> Iterator[tuple[str, nn.Conv2d]]:
             yield name, module
 
 
+def is_depthwise(conv: nn.Conv2d) -> bool:
+    """One filter per input channel (groups == in_channels > 1)."""
+    return conv.groups > 1 and conv.groups == conv.in_channels
+
+
 def attach_lsq(
-    model: nn.Module, bits: int, s_init: str = "mse", grad_scale: bool = True
+    model: nn.Module,
+    bits: int,
+    s_init: str = "mse",
+    grad_scale: bool = True,
+    layers: str = "all",
 ) -> list[str]:
-    """Quantize the weight of every conv in ``model``; returns the quantized conv names."""
+    """Quantize the weight of the convs of ``model`` that ``layers`` selects (see
+    ``QUANTIZED_LAYERS``); returns the quantized conv names."""
+    if layers not in QUANTIZED_LAYERS:
+        raise ValueError(
+            f"unknown layer selection {layers!r}; choose from {', '.join(QUANTIZED_LAYERS)}"
+        )
     names = []
     for name, conv in list(conv_modules(model)):
         if parametrize.is_parametrized(conv, "weight"):
+            continue
+        if layers == "no-depthwise" and is_depthwise(conv):
             continue
         parametrize.register_parametrization(
             conv, "weight", LSQWeight(conv.weight, bits, s_init, grad_scale)
@@ -128,6 +147,11 @@ def lsq_quantizer(conv: nn.Module) -> LSQWeight | None:
 
 def is_quantized(model: nn.Module) -> bool:
     return any(lsq_quantizer(conv) is not None for _, conv in conv_modules(model))
+
+
+def is_fully_quantized(model: nn.Module) -> bool:
+    """Every conv carries LSQ (the model's integer weights are exactly what it trained with)."""
+    return all(lsq_quantizer(conv) is not None for _, conv in conv_modules(model))
 
 
 def step_size_parameters(model: nn.Module) -> list[nn.Parameter]:
