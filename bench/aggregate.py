@@ -40,30 +40,31 @@ def fmt(values: list[float]) -> str:
 
 def paired_row(rows: list[dict], arm: str, baseline: str) -> str | None:
     """One markdown row: ``arm`` minus ``baseline`` on the same held-out domain and trial
-    seed, or None when no such pair exists.
+    seed, on the held-out domain and on the source holdout, or None when no such pair exists.
 
     Pairing removes the split's difficulty from the comparison; only pairs present for
-    both arms count, so a partly finished sweep still compares like with like.
+    both arms count, so a partly finished sweep still compares like with like. The
+    source-validation difference is the one a decision may use.
     """
-    base = {
-        (r["test_domain"], r["trial_seed"]): r["test_acc"] for r in rows if r["arm"] == baseline
-    }
+    base = {(r["test_domain"], r["trial_seed"]): r for r in rows if r["arm"] == baseline}
     pairs = [
-        (
-            r["test_domain"],
-            r["trial_seed"],
-            r["test_acc"] - base[(r["test_domain"], r["trial_seed"])],
-        )
+        (r, base[(r["test_domain"], r["trial_seed"])])
         for r in rows
         if r["arm"] == arm and (r["test_domain"], r["trial_seed"]) in base
     ]
     if not pairs:
         return None
-    diffs = [d for _, _, d in pairs]
-    names = ", ".join(f"{dom[:1]}{trial}" for dom, trial, _ in pairs)
+    diffs = [r["test_acc"] - b["test_acc"] for r, b in pairs]
+    val_diffs = [
+        r["val_acc"] - b["val_acc"]
+        for r, b in pairs
+        if r.get("val_acc") is not None and b.get("val_acc") is not None
+    ]
+    names = ", ".join(f"{r['test_domain'][:1]}{r['trial_seed']}" for r, _ in pairs)
     return (
         f"| {arm} - {baseline} | {fmt(diffs).replace(' (n=', ' (pairs=')} | "
-        f"{sum(d > 0 for d in diffs)} / {len(diffs)} | {names} |"
+        f"{sum(d > 0 for d in diffs)} / {len(diffs)} | "
+        f"{fmt(val_diffs).replace(' (n=', ' (pairs=')} | {names} |"
     )
 
 
@@ -71,8 +72,9 @@ def paired_table(rows: list[dict], comparisons: list[tuple[str, str]]) -> list[s
     """Markdown table of the (arm, baseline) comparisons that have pairs."""
     lines = [line for arm, base in comparisons if (line := paired_row(rows, arm, base))]
     header = [
-        "| comparison (paired) | mean difference (points) | wins / pairs | pairs |",
-        "|---|---|---|---|",
+        "| comparison (paired) | held-out difference (points) | wins / pairs "
+        "| source-val difference (points) | pairs |",
+        "|---|---|---|---|---|",
     ]
     return header + lines if lines else []
 

@@ -133,15 +133,21 @@ def test_aggregate_pairs_arms_on_the_same_domain_and_trial(tmp_path: Path):
     import subprocess
     import sys
 
-    def row(arm: str, domain: str, trial: int, acc: float) -> dict:
-        return {"arm": arm, "test_domain": domain, "trial_seed": trial, "test_acc": acc}
+    def row(arm: str, domain: str, trial: int, acc: float, val: float) -> dict:
+        return {
+            "arm": arm,
+            "test_domain": domain,
+            "trial_seed": trial,
+            "test_acc": acc,
+            "val_acc": val,
+        }
 
     rows = [
-        row("erm", "sketch", 0, 0.50),
-        row("erm", "sketch", 1, 0.60),
-        row("erm5", "sketch", 0, 0.70),
-        row("eoq5-fq", "sketch", 0, 0.75),
-        row("eoq5-fq", "sketch", 1, 0.80),  # no erm5 twin: not a pair for eoq5-fq - erm5
+        row("erm", "sketch", 0, 0.50, 0.80),
+        row("erm", "sketch", 1, 0.60, 0.85),
+        row("erm5", "sketch", 0, 0.70, 0.90),
+        row("eoq5-fq", "sketch", 0, 0.75, 0.86),
+        row("eoq5-fq", "sketch", 1, 0.80, 0.87),  # no erm5 twin: not a pair for eoq5-fq - erm5
     ]
     results = tmp_path / "results.jsonl"
     results.write_text("".join(json.dumps(r) + "\n" for r in rows))
@@ -155,8 +161,10 @@ def test_aggregate_pairs_arms_on_the_same_domain_and_trial(tmp_path: Path):
     )
     table = (out / "table.md").read_text()
     assert table in done.stdout
-    assert "| eoq5-fq - erm | 22.5 ± 2.5 (pairs=2) | 2 / 2 | s0, s1 |" in table
-    assert "| eoq5-fq - erm5 | 5.0 (pairs=1) | 1 / 1 | s0 |" in table
+    assert (
+        "| eoq5-fq - erm | 22.5 ± 2.5 (pairs=2) | 2 / 2 | 4.0 ± 2.0 (pairs=2) | s0, s1 |" in table
+    )
+    assert "| eoq5-fq - erm5 | 5.0 (pairs=1) | 1 / 1 | -4.0 (pairs=1) | s0 |" in table
     assert (out / "bars_sketch.png").stat().st_size > 0
     bad = subprocess.run(
         [*command, "--pair", "eoq5-fq"],
