@@ -1,0 +1,118 @@
+"""Does a protocol change move an arm's advantage? The paired difference of differences.
+
+Two sweeps that differ in one protocol setting (resolution, schedule length) and share the
+splits and trial seeds give, per (held-out domain, trial seed), ``arm - baseline`` under each.
+This script pairs those per-(domain, trial) differences across the two protocols and reports
+their difference, mean ± standard error, on the held-out domain and on source validation:
+
+    python bench/protocol_delta.py bench/results/sweep_gpu112-5k.jsonl \\
+        bench/results/sweep_gpu112.jsonl --arm qtdog --baseline erm
+
+reads "QT-DoG - ERM at 5000 steps, minus QT-DoG - ERM at 600 steps, same (domain, trial)".
+Pairing twice removes both the split's difficulty and the protocol's overall effect (both
+arms gain at 5000 steps); what is left is the protocol's effect on the arm's advantage. It is
+a measurement of protocols: nothing is chosen from the held-out column.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from aggregate import mean_se, read_jsonl
+
+PairKey = tuple[str, int]  # (held-out domain, trial seed)
+
+
+def arm_minus_baseline(
+    rows: list[dict], arm: str, baseline: str, field: str
+) -> dict[PairKey, float]:
+    """``arm - baseline`` of ``field`` per (domain, trial) where both finished; a later
+    line of the same (arm, domain, trial) replaces an earlier one."""
+    latest: dict[tuple[str, str, int], dict] = {}
+    for row in rows:
+        latest[(row["arm"], row["test_domain"], row["trial_seed"])] = row
+    diffs = {}
+    for (name, domain, trial), row in latest.items():
+        base = latest.get((baseline, domain, trial))
+        if name != arm or base is None:
+            continue
+        if row.get(field) is not None and base.get(field) is not None:
+            diffs[(domain, trial)] = row[field] - base[field]
+    return diffs
+
+
+def protocol_delta(
+    changed: list[dict], reference: list[dict], arm: str, baseline: str, field: str
+) -> dict[PairKey, float]:
+    """Per (domain, trial) present under both protocols: the change of ``arm - baseline``."""
+    new = arm_minus_baseline(changed, arm, baseline, field)
+    old = arm_minus_baseline(reference, arm, baseline, field)
+    return {key: new[key] - old[key] for key in sorted(new.keys() & old.keys())}
+
+
+def report(changed: Path, reference: Path, arm: str, baseline: str) -> str:
+    """A markdown table: per (domain, trial) and overall, held out and source val."""
+    rows_new, rows_old = read_jsonl(changed), read_jsonl(reference)
+    columns = {
+        field: (
+            arm_minus_baseline(rows_new, arm, baseline, field),
+            arm_minus_baseline(rows_old, arm, baseline, field),
+            protocol_delta(rows_new, rows_old, arm, baseline, field),
+        )
+        for field in ("test_acc", "val_acc")
+    }
+    keys = sorted(columns["test_acc"][2])
+    if not keys:
+        raise SystemExit(
+            f"no (domain, trial) has both {arm} and {baseline} in {changed} and in {reference}"
+        )
+    lines = [
+        f"`{arm} - {baseline}` in {changed.name} (A) and {reference.name} (B), points; "
+        "same (held-out domain, trial seed)",
+        "",
+        "| held out | trial | held out: A | B | A - B | source val: A | B | A - B |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for key in keys:
+        cells = []
+        for field in ("test_acc", "val_acc"):
+            new, old, delta = columns[field]
+            cells += [f"{100 * d[key]:+.2f}" if key in d else "-" for d in (new, old, delta)]
+        lines.append(f"| {key[0]} | {key[1]} | " + " | ".join(cells) + " |")
+    total = []
+    for field in ("test_acc", "val_acc"):
+        new, old, delta = columns[field]
+        for values in ([new[k] for k in keys if k in new], [old[k] for k in keys if k in old]):
+            mean, se = mean_se(values)
+            total.append(f"{100 * mean:+.2f} ± {100 * se:.2f}")
+        values = [delta[k] for k in keys if k in delta]
+        mean, se = mean_se(values)
+        higher = sum(v > 0 for v in values)
+        total.append(f"**{100 * mean:+.2f} ± {100 * se:.2f}** ({higher} / {len(values)} higher)")
+    lines.append(f"| **{len(keys)} pairs** | | " + " | ".join(total) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("changed", type=Path, help="results.jsonl of the changed protocol (A)")
+    parser.add_argument("reference", type=Path, help="results.jsonl of the reference (B)")
+    parser.add_argument("--arm", default="qtdog")
+    parser.add_argument("--baseline", default="erm")
+    parser.add_argument("--out", type=Path, help="also write the table to this file")
+    args = parser.parse_args()
+    for path in (args.changed, args.reference):
+        if not path.is_file():
+            raise SystemExit(f"{path}: no such results file")
+    table = report(args.changed, args.reference, args.arm, args.baseline)
+    print(table, end="")
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(table)
+
+
+if __name__ == "__main__":
+    main()

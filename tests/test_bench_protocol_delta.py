@@ -1,0 +1,75 @@
+"""bench/protocol_delta.py: the change of an arm's paired advantage between two protocols."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import BENCH, load_bench_module
+
+FIELDS = ("arm", "test_domain", "trial_seed", "test_acc", "val_acc")
+Row = tuple[str, str, int, float, float]
+
+
+def _records(rows: list[Row]) -> list[dict]:
+    return [dict(zip(FIELDS, row, strict=True)) for row in rows]
+
+
+def _write(path: Path, rows: list[Row]) -> Path:
+    path.write_text("".join(json.dumps(record) + "\n" for record in _records(rows)))
+    return path
+
+
+def test_the_advantage_is_paired_per_domain_and_trial_across_protocols(tmp_path: Path):
+    delta = load_bench_module("protocol_delta.py")
+    changed = [
+        ("erm", "art", 0, 0.60, 0.80),
+        ("qtdog", "art", 0, 0.62, 0.81),  # +2 held out
+        ("erm", "art", 1, 0.50, 0.80),
+        ("qtdog", "art", 1, 0.40, 0.80),  # replaced by the later line below
+        ("qtdog", "art", 1, 0.56, 0.79),  # +6
+        ("erm", "photo", 0, 0.90, 0.80),  # no qtdog twin: no pair
+    ]
+    reference = [
+        ("erm", "art", 0, 0.50, 0.70),
+        ("qtdog", "art", 0, 0.51, 0.70),  # +1
+        ("erm", "art", 1, 0.55, 0.70),
+        ("qtdog", "art", 1, 0.55, 0.71),  # +0
+        ("erm", "cartoon", 0, 0.5, 0.7),  # not under the changed protocol
+        ("qtdog", "cartoon", 0, 0.6, 0.7),
+    ]
+    got = delta.protocol_delta(_records(changed), _records(reference), "qtdog", "erm", "test_acc")
+    assert got.keys() == {("art", 0), ("art", 1)}
+    assert got[("art", 0)] == pytest.approx(0.02 - 0.01)
+    assert got[("art", 1)] == pytest.approx(0.06 - 0.00)
+
+    a = _write(tmp_path / "a.jsonl", changed)
+    b = _write(tmp_path / "b.jsonl", reference)
+    out = tmp_path / "delta.md"
+    result = subprocess.run(
+        [sys.executable, str(BENCH / "protocol_delta.py"), str(a), str(b), "--out", str(out)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert out.read_text() == result.stdout
+    assert "| art | 1 | +6.00 | +0.00 | +6.00 | -1.00 | +1.00 | -2.00 |" in result.stdout
+    # mean of +1 and +6 held out; standard error = stdev / sqrt(2) = 2.5
+    assert "**2 pairs**" in result.stdout and "**+3.50 ± 2.50** (2 / 2 higher)" in result.stdout
+
+
+def test_no_common_pair_is_a_one_line_error(tmp_path: Path):
+    a = _write(tmp_path / "a.jsonl", [("erm", "art", 0, 0.5, 0.7), ("qtdog", "art", 0, 0.6, 0.7)])
+    b = _write(tmp_path / "b.jsonl", [("erm", "art", 1, 0.5, 0.7), ("qtdog", "art", 1, 0.6, 0.7)])
+    result = subprocess.run(
+        [sys.executable, str(BENCH / "protocol_delta.py"), str(a), str(b)],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        f"no (domain, trial) has both qtdog and erm in {a} and in {b}"
+    ]
