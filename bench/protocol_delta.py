@@ -12,11 +12,19 @@ reads "QT-DoG - ERM at 5000 steps, minus QT-DoG - ERM at 600 steps, same (domain
 Pairing twice removes both the split's difficulty and the protocol's overall effect (both
 arms gain at 5000 steps); what is left is the protocol's effect on the arm's advantage. It is
 a measurement of protocols: nothing is chosen from the held-out column.
+
+``--baseline none`` compares the arm's own accuracy instead: with the same protocol run on
+two machines it measures how far one run moves when only the execution differs (the noise
+floor of a single run; the standard deviation is in the last row):
+
+    python bench/protocol_delta.py bench/results/sweep_gpu112_on_cpu.jsonl \
+        bench/results/sweep_gpu112.jsonl --arm qtdog --baseline none
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 from pathlib import Path
 
 from aggregate import mean_se, read_jsonl
@@ -25,16 +33,17 @@ PairKey = tuple[str, int]  # (held-out domain, trial seed)
 
 
 def arm_minus_baseline(
-    rows: list[dict], arm: str, baseline: str, field: str
+    rows: list[dict], arm: str, baseline: str | None, field: str
 ) -> dict[PairKey, float]:
-    """``arm - baseline`` of ``field`` per (domain, trial) where both finished; a later
-    line of the same (arm, domain, trial) replaces an earlier one."""
+    """``arm - baseline`` of ``field`` per (domain, trial) where both finished (the arm's own
+    ``field`` when ``baseline`` is None); a later line of the same (arm, domain, trial)
+    replaces an earlier one."""
     latest: dict[tuple[str, str, int], dict] = {}
     for row in rows:
         latest[(row["arm"], row["test_domain"], row["trial_seed"])] = row
     diffs = {}
     for (name, domain, trial), row in latest.items():
-        base = latest.get((baseline, domain, trial))
+        base = latest.get((baseline, domain, trial)) if baseline else {field: 0.0}
         if name != arm or base is None:
             continue
         if row.get(field) is not None and base.get(field) is not None:
@@ -43,7 +52,7 @@ def arm_minus_baseline(
 
 
 def protocol_delta(
-    changed: list[dict], reference: list[dict], arm: str, baseline: str, field: str
+    changed: list[dict], reference: list[dict], arm: str, baseline: str | None, field: str
 ) -> dict[PairKey, float]:
     """Per (domain, trial) present under both protocols: the change of ``arm - baseline``."""
     new = arm_minus_baseline(changed, arm, baseline, field)
@@ -51,7 +60,7 @@ def protocol_delta(
     return {key: new[key] - old[key] for key in sorted(new.keys() & old.keys())}
 
 
-def report(changed: Path, reference: Path, arm: str, baseline: str) -> str:
+def report(changed: Path, reference: Path, arm: str, baseline: str | None) -> str:
     """A markdown table: per (domain, trial) and overall, held out and source val."""
     rows_new, rows_old = read_jsonl(changed), read_jsonl(reference)
     columns = {
@@ -65,10 +74,13 @@ def report(changed: Path, reference: Path, arm: str, baseline: str) -> str:
     keys = sorted(columns["test_acc"][2])
     if not keys:
         raise SystemExit(
-            f"no (domain, trial) has both {arm} and {baseline} in {changed} and in {reference}"
+            f"no (domain, trial) has {arm}{f' and {baseline}' if baseline else ''} "
+            f"in {changed} and in {reference}"
         )
+    compared = f"{arm} - {baseline}" if baseline else arm
+    sign = "+" if baseline else ""  # columns A and B: differences, or accuracies
     lines = [
-        f"`{arm} - {baseline}` in {changed.name} (A) and {reference.name} (B), points; "
+        f"`{compared}` in {changed.name} (A) and {reference.name} (B), points; "
         "same (held-out domain, trial seed)",
         "",
         "| held out | trial | held out: A | B | A - B | source val: A | B | A - B |",
@@ -78,18 +90,23 @@ def report(changed: Path, reference: Path, arm: str, baseline: str) -> str:
         cells = []
         for field in ("test_acc", "val_acc"):
             new, old, delta = columns[field]
-            cells += [f"{100 * d[key]:+.2f}" if key in d else "-" for d in (new, old, delta)]
+            cells += [f"{100 * d[key]:{sign}.2f}" if key in d else "-" for d in (new, old)]
+            cells.append(f"{100 * delta[key]:+.2f}" if key in delta else "-")
         lines.append(f"| {key[0]} | {key[1]} | " + " | ".join(cells) + " |")
     total = []
     for field in ("test_acc", "val_acc"):
         new, old, delta = columns[field]
         for values in ([new[k] for k in keys if k in new], [old[k] for k in keys if k in old]):
             mean, se = mean_se(values)
-            total.append(f"{100 * mean:+.2f} ± {100 * se:.2f}")
+            total.append(f"{100 * mean:{sign}.2f} ± {100 * se:.2f}")
         values = [delta[k] for k in keys if k in delta]
         mean, se = mean_se(values)
         higher = sum(v > 0 for v in values)
-        total.append(f"**{100 * mean:+.2f} ± {100 * se:.2f}** ({higher} / {len(values)} higher)")
+        sd = se * math.sqrt(len(values))
+        total.append(
+            f"**{100 * mean:+.2f} ± {100 * se:.2f}** ({higher} / {len(values)} higher, "
+            f"sd {100 * sd:.2f})"
+        )
     lines.append(f"| **{len(keys)} pairs** | | " + " | ".join(total) + " |")
     return "\n".join(lines) + "\n"
 
@@ -101,13 +118,16 @@ def main() -> None:
     parser.add_argument("changed", type=Path, help="results.jsonl of the changed protocol (A)")
     parser.add_argument("reference", type=Path, help="results.jsonl of the reference (B)")
     parser.add_argument("--arm", default="qtdog")
-    parser.add_argument("--baseline", default="erm")
+    parser.add_argument(
+        "--baseline", default="erm", help="'none': the arm's own accuracy, not a difference"
+    )
     parser.add_argument("--out", type=Path, help="also write the table to this file")
     args = parser.parse_args()
     for path in (args.changed, args.reference):
         if not path.is_file():
             raise SystemExit(f"{path}: no such results file")
-    table = report(args.changed, args.reference, args.arm, args.baseline)
+    baseline = None if args.baseline.lower() == "none" else args.baseline
+    table = report(args.changed, args.reference, args.arm, baseline)
     print(table, end="")
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)

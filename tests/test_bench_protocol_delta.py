@@ -58,7 +58,10 @@ def test_the_advantage_is_paired_per_domain_and_trial_across_protocols(tmp_path:
     assert out.read_text() == result.stdout
     assert "| art | 1 | +6.00 | +0.00 | +6.00 | -1.00 | +1.00 | -2.00 |" in result.stdout
     # mean of +1 and +6 held out; standard error = stdev / sqrt(2) = 2.5
-    assert "**2 pairs**" in result.stdout and "**+3.50 ± 2.50** (2 / 2 higher)" in result.stdout
+    assert (
+        "**2 pairs**" in result.stdout
+        and "**+3.50 ± 2.50** (2 / 2 higher, sd 3.54)" in result.stdout
+    )
 
 
 def test_no_common_pair_is_a_one_line_error(tmp_path: Path):
@@ -71,5 +74,23 @@ def test_no_common_pair_is_a_one_line_error(tmp_path: Path):
     )
     assert result.returncode == 1
     assert result.stderr.strip().splitlines() == [
-        f"no (domain, trial) has both qtdog and erm in {a} and in {b}"
+        f"no (domain, trial) has qtdog and erm in {a} and in {b}"
     ]
+
+
+def test_baseline_none_compares_the_arms_own_accuracy(tmp_path: Path):
+    a = _write(
+        tmp_path / "cpu.jsonl", [("qtdog", "art", 0, 0.61, 0.86), ("qtdog", "art", 1, 0.60, 0.88)]
+    )
+    b = _write(
+        tmp_path / "gpu.jsonl", [("qtdog", "art", 0, 0.60, 0.87), ("qtdog", "art", 1, 0.63, 0.88)]
+    )
+    result = subprocess.run(
+        [sys.executable, str(BENCH / "protocol_delta.py"), str(a), str(b), "--baseline", "none"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert "| art | 0 | 61.00 | 60.00 | +1.00 | 86.00 | 87.00 | -1.00 |" in result.stdout
+    # differences +1 and -3: mean -1, sd 2.83, standard error 2.00
+    assert "**-1.00 ± 2.00** (1 / 2 higher, sd 2.83)" in result.stdout
