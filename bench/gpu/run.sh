@@ -37,7 +37,8 @@
 #   DATA       the compact dataset (default: the carried data/PACS-*.tar.gz, unpacked to /tmp;
 #              a copy in parts, data/PACS-<size>.part<k>of<n>.tar.gz, is carried one part per call
 #              and accumulates in /tmp on the warm machine: until every image is there, a call
-#              unpacks, installs and measures prediction speed, and skips training)
+#              unpacks, installs and measures prediction speed, and skips training; archives
+#              of two copies, one left by an earlier call: the one named PACS-<IMAGE_SIZE>)
 #   IMAGE_SIZE the training resolution of the sweeps, the speed stage and the warmed cache (112)
 #   PROTOCOL   the sweep's protocol name, a folder under SWEEP_OUT (gpu112)
 #   DEVICE     cuda | cpu (cuda; cpu only to rehearse this script without a GPU)
@@ -95,8 +96,18 @@ main() {
 		shopt -u nullglob
 		[[ ${#found[@]} -gt 0 ]] || fail "no carried data/PACS-*.tar.gz (bench/gpu/prepare.py makes it): carry it or set DATA"
 		# a copy in parts: PACS-224.part1of2.tar.gz, ... all unpack into /tmp/qtdog-data/PACS-224
-		names=$(for archive in "${found[@]}"; do basename "$archive" .tar.gz; done | sed -E 's/\.part[0-9]+of[0-9]+$//' | sort -u)
-		[[ $(wc -l <<<"$names") -eq 1 ]] || fail "archives of more than one copy here ($(echo $names)): carry one copy's"
+		copy_of() { basename "$1" .tar.gz | sed -E 's/\.part[0-9]+of[0-9]+$//'; }
+		names=$(for archive in "${found[@]}"; do copy_of "$archive"; done | sort -u)
+		if [[ $(wc -l <<<"$names") -gt 1 ]]; then
+			# an earlier call on this machine left another copy's archive: take PACS-<IMAGE_SIZE>
+			kept=()
+			for archive in "${found[@]}"; do
+				[[ $(copy_of "$archive") == "PACS-$IMAGE_SIZE" ]] && kept+=("$archive")
+			done
+			[[ ${#kept[@]} -gt 0 ]] || fail "archives of several copies here ($(echo $names)) and none is PACS-$IMAGE_SIZE: set IMAGE_SIZE or DATA"
+			found=("${kept[@]}")
+			names=PACS-$IMAGE_SIZE
+		fi
 		mkdir -p /tmp/qtdog-data
 		for archive in "${found[@]}"; do
 			tar -xzf "$archive" -C /tmp/qtdog-data || fail "unpacking $archive"
