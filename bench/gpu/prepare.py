@@ -275,7 +275,7 @@ def plan_parts(
 
 
 def pack(folder: Path, parts: list[list[Path]] | None = None) -> list[Path]:
-    """``folder`` as gzipped tar archives beside it (the JPEGs do not shrink; an archive
+    """``folder`` as gzipped tar archives beside it (the JPEGs barely shrink; an archive
     saves the per-file overhead), which ``run.sh`` unpacks on the device. ``parts`` lists
     the files of each archive (default: one archive of everything); the manifest
     ``prepare.json`` goes into every part, so any one of them tells how many images the
