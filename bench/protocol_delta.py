@@ -14,8 +14,9 @@ arms gain at 5000 steps); what is left is the protocol's effect on the arm's adv
 a measurement of protocols: nothing is chosen from the held-out column.
 
 ``--baseline none`` compares the arm's own accuracy instead: with the same protocol run on
-two machines it measures how far one run moves when only the execution differs (the noise
-floor of a single run; the standard deviation is in the last row):
+two machines (same split and initialization; another random stream for the minibatches and
+augmentations, other float kernels) it measures how far one run of a configuration moves
+(the noise floor of a single run; the standard deviation is in the last row):
 
     python bench/protocol_delta.py bench/results/sweep_gpu112_on_cpu.jsonl \
         bench/results/sweep_gpu112.jsonl --arm qtdog --baseline none
@@ -51,27 +52,30 @@ def arm_minus_baseline(
     return diffs
 
 
+def paired_change(new: dict[PairKey, float], old: dict[PairKey, float]) -> dict[PairKey, float]:
+    """``new - old`` for every (domain, trial) in both, in sorted order."""
+    return {key: new[key] - old[key] for key in sorted(new.keys() & old.keys())}
+
+
 def protocol_delta(
     changed: list[dict], reference: list[dict], arm: str, baseline: str | None, field: str
 ) -> dict[PairKey, float]:
     """Per (domain, trial) present under both protocols: the change of ``arm - baseline``."""
-    new = arm_minus_baseline(changed, arm, baseline, field)
-    old = arm_minus_baseline(reference, arm, baseline, field)
-    return {key: new[key] - old[key] for key in sorted(new.keys() & old.keys())}
+    return paired_change(
+        arm_minus_baseline(changed, arm, baseline, field),
+        arm_minus_baseline(reference, arm, baseline, field),
+    )
 
 
 def report(changed: Path, reference: Path, arm: str, baseline: str | None) -> str:
     """A markdown table: per (domain, trial) and overall, held out and source val."""
     rows_new, rows_old = read_jsonl(changed), read_jsonl(reference)
-    columns = {
-        field: (
-            arm_minus_baseline(rows_new, arm, baseline, field),
-            arm_minus_baseline(rows_old, arm, baseline, field),
-            protocol_delta(rows_new, rows_old, arm, baseline, field),
-        )
-        for field in ("test_acc", "val_acc")
-    }
-    keys = sorted(columns["test_acc"][2])
+    columns = {}  # field -> (arm - baseline under A, under B, their change)
+    for field in ("test_acc", "val_acc"):
+        new = arm_minus_baseline(rows_new, arm, baseline, field)
+        old = arm_minus_baseline(rows_old, arm, baseline, field)
+        columns[field] = (new, old, paired_change(new, old))
+    keys = list(columns["test_acc"][2])
     if not keys:
         raise SystemExit(
             f"no (domain, trial) has {arm}{f' and {baseline}' if baseline else ''} "
