@@ -35,6 +35,7 @@ import json
 import re
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -131,6 +132,33 @@ def reuse_member_zero(single_run: Path, ensemble_run: Path) -> None:
     print(f"{ensemble_run}: member 0 reused from {single_run}", flush=True)
 
 
+def progress_printer(label: str, steps: int) -> Callable[[str, dict[str, Any]], None]:
+    """A ``run`` reporter that prints one line per evaluation, the quantizer switch and each
+    ensemble member's start, so an hour-long CPU run shows where it is.
+
+    Only the source-domain validation accuracy is printed while a run trains: the held-out
+    accuracy appears once, in the run's result line (nothing to steer a run by)."""
+
+    def report(event: str, payload: dict[str, Any]) -> None:
+        if event == "member_start" and payload["members"] > 1:
+            print(f"{label}: member {payload['member'] + 1}/{payload['members']}", flush=True)
+        elif event == "switch":
+            before, after = payload["before"]["val_acc"], payload["after"]["val_acc"]
+            print(
+                f"{label}: LSQ on at step {payload['step']}, source val "
+                f"{100 * before:.1f} -> {100 * after:.1f}",
+                flush=True,
+            )
+        elif event == "step" and "val_acc" in payload:
+            print(
+                f"{label}: step {payload['step']}/{steps} loss {payload['loss']:.3f} "
+                f"source val {100 * payload['val_acc']:.1f} ({payload['elapsed']:.0f} s)",
+                flush=True,
+            )
+
+    return report
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -203,7 +231,11 @@ def main() -> None:
                     seed=10 * trial,
                 )
                 started = time.time()
-                summary = run(cfg, resume=(out / "run.json").is_file())
+                summary = run(
+                    cfg,
+                    resume=(out / "run.json").is_file(),
+                    report=progress_printer(f"{arm} {domain} trial {trial}", cfg.steps),
+                )
                 line = result_line(arm, domain, trial, summary)
                 with results.open("a") as handle:
                     handle.write(json.dumps(line) + "\n")

@@ -1,8 +1,11 @@
-"""The sweep's ensemble arms reuse the finished single-member run as their member 0."""
+"""The sweep runner: its command appends results and skips finished runs; its ensemble arms
+reuse the finished single-member run as their member 0."""
 
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -232,3 +235,62 @@ def test_every_arm_builds_a_valid_config_and_nodw_spares_the_depthwise_convs(tmp
     assert (nodw.algorithm, nodw.quantized_layers, nodw.bits) == ("qtdog", "no-depthwise", 7)
     with pytest.raises(SystemExit, match="unknown arm 'qtdog-dw'"):
         sweep.arm_config("qtdog-dw", base)
+
+
+def test_sweep_command_appends_one_line_per_run_prints_progress_and_skips_finished_runs(
+    shapes_root: Path, tmp_path: Path
+):
+    command = [
+        sys.executable,
+        str(BENCH / "sweep.py"),
+        "--data", str(shapes_root),
+        "--dataset", "shapes",
+        "--protocol", "tiny",
+        "--out", str(tmp_path / "runs"),
+        "--results", str(tmp_path / "results"),
+        "--arms", "erm", "qtdog",
+        "--test-domains", "sketch",
+        "--trial-seeds", "0",
+        "--image-size", "32",
+        "--steps", "4",
+        "--q-start", "2",
+        "--eval-every", "2",
+        "--batch-size", "2",
+        "--device", "cpu",
+        "--compile", "off",
+    ]  # fmt: skip
+    first = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert first.returncode == 0, first.stderr
+    lines = first.stdout.splitlines()
+    for arm in ("erm", "qtdog"):
+        assert any(line.startswith(f"{arm} sketch trial 0: step 2/4 loss ") for line in lines)
+        assert any(line.startswith(f"{arm} sketch trial 0: step 4/4 loss ") for line in lines)
+    assert any(
+        line.startswith("qtdog sketch trial 0: LSQ on at step 2, source val ") for line in lines
+    )
+    assert not any("LSQ on" in line for line in lines if line.startswith("erm "))
+    progress = [line for line in lines if ": step " in line or "LSQ on" in line]
+    assert progress and not any("test" in line for line in progress)  # held out: result line only
+
+    results = tmp_path / "runs" / "tiny" / "results.jsonl"
+    rows = [json.loads(line) for line in results.read_text().splitlines()]
+    assert [(r["arm"], r["test_domain"], r["trial_seed"]) for r in rows] == [
+        ("erm", "sketch", 0),
+        ("qtdog", "sketch", 0),
+    ]
+    # QT-DoG selects among quantized checkpoints only: the step-2 evaluation precedes the switch
+    assert rows[1]["best_step"] == 4 and rows[1]["switch_val_drop"] is not None
+    assert rows[0]["switch_val_drop"] is None
+    copied = tmp_path / "results" / "sweep_tiny.jsonl"
+    assert copied.read_text() == results.read_text()
+    result_lines = [line for line in lines if ": test " in line]
+    for row, line in zip(rows, result_lines, strict=True):
+        assert line.startswith(f"{row['arm']} sketch trial 0: test {100 * row['test_acc']:.1f} ")
+
+    again = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.splitlines() == [
+        "skip erm sketch trial 0: done",
+        "skip qtdog sketch trial 0: done",
+    ]
+    assert len(results.read_text().splitlines()) == 2
