@@ -2,7 +2,7 @@
 and a bar chart (PNG) per domain.
 
     python bench/aggregate.py bench/results/sweep_cpu112.jsonl --out docs/plots/cpu112
-    python bench/aggregate.py bench/results/sweep_gpu112.jsonl --out docs/plots/gpu112 \
+    python bench/aggregate.py bench/results/sweep_gpu112.jsonl --out docs/plots/gpu112 \\
         --pair eoq5-fq:erm5 --pair qtdog-b4:qtdog
 """
 

@@ -20,7 +20,7 @@ ONNX spec defines them. Top-1 agreement (ensemble and per member), accuracy, lar
 difference. ``--agreement DIR --first-divergence MEMBER`` walks one member's quantized
 tensors to the first where OpenVINO leaves the reference, and re-runs that layer alone:
 
-    python bench/openvino_speed.py --agreement ../shared/data/PACS/sketch --every 16 \
+    python bench/openvino_speed.py --agreement ../shared/data/PACS/sketch --every 16 \\
         --first-divergence 0
 """
 

@@ -18,7 +18,7 @@ two machines (same split and initialization; another random stream for the minib
 augmentations, other float kernels) it measures how far one run of a configuration moves
 (the noise floor of a single run; the standard deviation is in the last row):
 
-    python bench/protocol_delta.py bench/results/sweep_gpu112_on_cpu.jsonl \
+    python bench/protocol_delta.py bench/results/sweep_gpu112_on_cpu.jsonl \\
         bench/results/sweep_gpu112.jsonl --arm qtdog --baseline none
 """
 
