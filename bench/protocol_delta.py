@@ -25,7 +25,7 @@ augmentations, other float kernels) it measures how far one run of a configurati
 from __future__ import annotations
 
 import argparse
-import math
+import statistics
 from pathlib import Path
 
 from aggregate import mean_se, read_jsonl
@@ -67,6 +67,12 @@ def protocol_delta(
     )
 
 
+def _mean_text(values: list[float], sign: str) -> str:
+    """Mean ± standard error in points; one value has no standard error to show."""
+    mean, se = mean_se(values)
+    return f"{100 * mean:{sign}.2f}" + (f" ± {100 * se:.2f}" if len(values) > 1 else "")
+
+
 def report(changed: Path, reference: Path, arm: str, baseline: str | None) -> str:
     """A markdown table: per (domain, trial) and overall, held out and source val."""
     rows_new, rows_old = read_jsonl(changed), read_jsonl(reference)
@@ -101,17 +107,13 @@ def report(changed: Path, reference: Path, arm: str, baseline: str | None) -> st
     for field in ("test_acc", "val_acc"):
         new, old, delta = columns[field]
         for values in ([new[k] for k in keys if k in new], [old[k] for k in keys if k in old]):
-            mean, se = mean_se(values)
-            total.append(f"{100 * mean:{sign}.2f} ± {100 * se:.2f}")
+            total.append(_mean_text(values, sign))
         values = [delta[k] for k in keys if k in delta]
-        mean, se = mean_se(values)
         higher = sum(v > 0 for v in values)
-        sd = se * math.sqrt(len(values))
-        total.append(
-            f"**{100 * mean:+.2f} ± {100 * se:.2f}** ({higher} / {len(values)} higher, "
-            f"sd {100 * sd:.2f})"
-        )
-    lines.append(f"| **{len(keys)} pairs** | | " + " | ".join(total) + " |")
+        spread = f", sd {100 * statistics.stdev(values):.2f}" if len(values) > 1 else ""
+        total.append(f"**{_mean_text(values, '+')}** ({higher} / {len(values)} higher{spread})")
+    label = f"{len(keys)} pair" + ("s" if len(keys) > 1 else "")
+    lines.append(f"| **{label}** | | " + " | ".join(total) + " |")
     return "\n".join(lines) + "\n"
 
 

@@ -94,3 +94,21 @@ def test_baseline_none_compares_the_arms_own_accuracy(tmp_path: Path):
     assert "| art | 0 | 61.00 | 60.00 | +1.00 | 86.00 | 87.00 | -1.00 |" in result.stdout
     # differences +1 and -3: mean -1, sd 2.83, standard error 2.00
     assert "**-1.00 ± 2.00** (1 / 2 higher, sd 2.83)" in result.stdout
+
+
+def test_one_pair_is_reported_without_a_standard_error(tmp_path: Path):
+    a = _write(
+        tmp_path / "a.jsonl", [("erm", "art", 0, 0.75, 0.95), ("qtdog", "art", 0, 0.76, 0.94)]
+    )
+    b = _write(
+        tmp_path / "b.jsonl", [("erm", "art", 0, 0.60, 0.87), ("qtdog", "art", 0, 0.60, 0.86)]
+    )
+    result = subprocess.run(
+        [sys.executable, str(BENCH / "protocol_delta.py"), str(a), str(b)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    total = result.stdout.splitlines()[-1]
+    assert total.startswith("| **1 pair** | | +1.00 | +0.00 | **+1.00** (1 / 1 higher) |")
+    assert "nan" not in result.stdout and "±" not in result.stdout
