@@ -23,6 +23,16 @@ def _write(path: Path, rows: list[Row]) -> Path:
     return path
 
 
+def _cli(*args: str | Path, check: bool = True) -> subprocess.CompletedProcess:
+    """Run bench/protocol_delta.py as a user would, output captured."""
+    return subprocess.run(
+        [sys.executable, str(BENCH / "protocol_delta.py"), *map(str, args)],
+        capture_output=True,
+        text=True,
+        check=check,
+    )
+
+
 def test_the_advantage_is_paired_per_domain_and_trial_across_protocols(tmp_path: Path):
     delta = load_bench_module("protocol_delta.py")
     changed = [
@@ -49,12 +59,7 @@ def test_the_advantage_is_paired_per_domain_and_trial_across_protocols(tmp_path:
     a = _write(tmp_path / "a.jsonl", changed)
     b = _write(tmp_path / "b.jsonl", reference)
     out = tmp_path / "delta.md"
-    result = subprocess.run(
-        [sys.executable, str(BENCH / "protocol_delta.py"), str(a), str(b), "--out", str(out)],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
+    result = _cli(a, b, "--out", out)
     assert out.read_text() == result.stdout
     assert "| art | 1 | +6.00 | +0.00 | +6.00 | -1.00 | +1.00 | -2.00 |" in result.stdout
     # mean of +1 and +6 held out; standard error = stdev / sqrt(2) = 2.5
@@ -67,11 +72,7 @@ def test_the_advantage_is_paired_per_domain_and_trial_across_protocols(tmp_path:
 def test_no_common_pair_is_a_one_line_error(tmp_path: Path):
     a = _write(tmp_path / "a.jsonl", [("erm", "art", 0, 0.5, 0.7), ("qtdog", "art", 0, 0.6, 0.7)])
     b = _write(tmp_path / "b.jsonl", [("erm", "art", 1, 0.5, 0.7), ("qtdog", "art", 1, 0.6, 0.7)])
-    result = subprocess.run(
-        [sys.executable, str(BENCH / "protocol_delta.py"), str(a), str(b)],
-        capture_output=True,
-        text=True,
-    )
+    result = _cli(a, b, check=False)
     assert result.returncode == 1
     assert result.stderr.strip().splitlines() == [
         f"no (domain, trial) has qtdog and erm in {a} and in {b}"
@@ -85,12 +86,7 @@ def test_baseline_none_compares_the_arms_own_accuracy(tmp_path: Path):
     b = _write(
         tmp_path / "gpu.jsonl", [("qtdog", "art", 0, 0.60, 0.87), ("qtdog", "art", 1, 0.63, 0.88)]
     )
-    result = subprocess.run(
-        [sys.executable, str(BENCH / "protocol_delta.py"), str(a), str(b), "--baseline", "none"],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
+    result = _cli(a, b, "--baseline", "none")
     assert "| art | 0 | 61.00 | 60.00 | +1.00 | 86.00 | 87.00 | -1.00 |" in result.stdout
     # differences +1 and -3: mean -1, sd 2.83, standard error 2.00
     assert "**-1.00 ± 2.00** (1 / 2 higher, sd 2.83)" in result.stdout
@@ -103,12 +99,7 @@ def test_one_pair_is_reported_without_a_standard_error(tmp_path: Path):
     b = _write(
         tmp_path / "b.jsonl", [("erm", "art", 0, 0.60, 0.87), ("qtdog", "art", 0, 0.60, 0.86)]
     )
-    result = subprocess.run(
-        [sys.executable, str(BENCH / "protocol_delta.py"), str(a), str(b)],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
+    result = _cli(a, b)
     total = result.stdout.splitlines()[-1]
     assert total.startswith("| **1 pair** | | +1.00 | +0.00 | **+1.00** (1 / 1 higher) |")
     assert "nan" not in result.stdout and "±" not in result.stdout
