@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "bench"))  # this script lives one folder below its siblings
 
-
-def read_lines(path: Path) -> list[dict]:
-    """The JSON objects of a .jsonl file (blank lines skipped)."""
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+from aggregate import read_jsonl  # noqa: E402
 
 
 def merge(existing: list[dict], new: list[dict]) -> tuple[list[dict], int, int]:
@@ -46,12 +45,13 @@ def main() -> None:
     parser.add_argument("--into", type=Path, default=None, help="default: bench/results/")
     args = parser.parse_args()
     target = (args.into or REPO / "bench" / "results") / f"sweep_{args.protocol}.jsonl"
-    existing = read_lines(target) if target.is_file() else []
-    new = [row for path in args.results for row in read_lines(path)]
+    existing = read_jsonl(target) if target.is_file() else []
+    new = [row for path in args.results for row in read_jsonl(path)]
     rows, added, replaced = merge(existing, new)
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_text("".join(json.dumps(row) + "\n" for row in rows))
-    print(f"{target}: {len(rows)} runs ({added} added, {replaced} replaced)")
+    runs = "1 run" if len(rows) == 1 else f"{len(rows)} runs"
+    print(f"{target}: {runs} ({added} added, {replaced} replaced)")
 
 
 if __name__ == "__main__":
