@@ -132,6 +132,9 @@ def _integer_add(add: fx.Node) -> tuple[IntegerAdd, tuple[fx.Node, fx.Node], fx.
     if not all(isinstance(d, fx.Node) and d.target in _DEQUANTIZE for d in (dq_a, dq_b)):
         return None
     users = list(add.users)
+    relu = users[0] if len(users) == 1 and users[0].target in _RELU else None
+    if relu is not None:
+        users = list(relu.users)
     if len(users) != 1 or users[0].target not in _QUANTIZE:
         return None
     quantize = users[0]
@@ -140,6 +143,9 @@ def _integer_add(add: fx.Node) -> tuple[IntegerAdd, tuple[fx.Node, fx.Node], fx.
         return _scalar(node.args[1]), int(_scalar(node.args[2]))
 
     out = (*qparams(quantize), int(quantize.args[3]), int(quantize.args[4]))
+    if relu is not None and out[1] != out[2]:
+        # the integer add clamps to [qmin, qmax]: that is the ReLU only when 0.0 is qmin
+        return None
     module = IntegerAdd(qparams(dq_a), qparams(dq_b), out)  # type: ignore[arg-type]
     return module, (dq_a.args[0], dq_b.args[0]), quantize  # type: ignore[return-value]
 
