@@ -40,9 +40,9 @@ class _Net(nn.Module):
         return self.head(x + self.block(x))
 
 
-def _net() -> nn.Module:
+def _net(kind: type[_Net] = _Net) -> nn.Module:
     torch.manual_seed(0)
-    net = _Net()
+    net = kind()
     with torch.no_grad():
         for module in net.modules():
             if isinstance(module, nn.BatchNorm2d):
@@ -62,12 +62,15 @@ def _onnx_logits(path: Path, x: torch.Tensor) -> np.ndarray:
     return session.run(None, {session.get_inputs()[0].name: x.numpy()})[0]
 
 
+def _calibration() -> list[torch.Tensor]:
+    generator = torch.Generator().manual_seed(1)
+    return [torch.randn(16, 3, 24, 24, generator=generator) for _ in range(2)]
+
+
 @pytest.fixture(scope="module")
 def converted(tmp_path_factory: pytest.TempPathFactory):
-    generator = torch.Generator().manual_seed(1)
-    calibration = [torch.randn(16, 3, 24, 24, generator=generator) for _ in range(2)]
     out = tmp_path_factory.mktemp("conversion") / "net.onnx"
-    return convert_member(_net(), 7, calibration, out)
+    return convert_member(_net(), 7, _calibration(), out)
 
 
 def test_switched_off_channel_computes_its_bias_alone_and_fits_int32(converted) -> None:
@@ -121,12 +124,7 @@ def test_residual_add_and_its_relu_quantize_as_one_op(tmp_path: Path) -> None:
 
     from qtdog_train.convert.integer_exact import IntegerAdd
 
-    plain = _net()
-    net = _ResidualReLUNet()
-    net.load_state_dict(plain.state_dict())
-    generator = torch.Generator().manual_seed(1)
-    calibration = [torch.randn(16, 3, 24, 24, generator=generator) for _ in range(2)]
-    result = convert_member(net.eval(), 7, calibration, tmp_path / "relu.onnx")
+    result = convert_member(_net(_ResidualReLUNet), 7, _calibration(), tmp_path / "relu.onnx")
     graph = onnx.load(str(result.onnx_path)).graph
     producers = {out: node.op_type for node in graph.node for out in node.output}
     relus = [node for node in graph.node if node.op_type == "Relu"]
@@ -165,8 +163,7 @@ def test_minmax_observer_is_the_default_and_keeps_the_whole_calibrated_range(
     from qtdog_train.convert.pt2e import ACTIVATION_OBSERVERS as PT2E_OBSERVERS
 
     assert tuple(PT2E_OBSERVERS) == ACTIVATION_OBSERVERS
-    generator = torch.Generator().manual_seed(1)  # the batches of the `converted` fixture
-    calibration = [torch.randn(16, 3, 24, 24, generator=generator) for _ in range(2)]
+    calibration = _calibration()  # the batches of the `converted` fixture
     histogram = convert_member(_net(), 7, calibration, tmp_path / "h.onnx", observer="histogram")
     assert histogram.onnx_int8_convs == (3, 3)
     everything = torch.cat(calibration)

@@ -124,6 +124,19 @@ class IntegerAdd(nn.Module):
         return torch.round(value).clamp(self.low, self.high).to(torch.uint8)
 
 
+def _activation_and_quantize(
+    node: fx.Node, activations: set
+) -> tuple[fx.Node | None, fx.Node | None]:
+    """The activation (one of ``activations``) that alone follows ``node``, if any, and the
+    quantize node that alone follows that tail (None when the chain is not this shape)."""
+    users = list(node.users)
+    activation = users[0] if len(users) == 1 and users[0].target in activations else None
+    if activation is not None:
+        users = list(activation.users)
+    quantize = users[0] if len(users) == 1 and users[0].target in _QUANTIZE else None
+    return activation, quantize
+
+
 def _integer_add(add: fx.Node) -> tuple[IntegerAdd, tuple[fx.Node, fx.Node], fx.Node] | None:
     """The IntegerAdd for ``add``, its two uint8 inputs and the quantize node it replaces."""
     dq_a, dq_b = add.args[0], add.args[1]
@@ -131,13 +144,9 @@ def _integer_add(add: fx.Node) -> tuple[IntegerAdd, tuple[fx.Node, fx.Node], fx.
         return None
     if not all(isinstance(d, fx.Node) and d.target in _DEQUANTIZE for d in (dq_a, dq_b)):
         return None
-    users = list(add.users)
-    relu = users[0] if len(users) == 1 and users[0].target in _RELU else None
-    if relu is not None:
-        users = list(relu.users)
-    if len(users) != 1 or users[0].target not in _QUANTIZE:
+    relu, quantize = _activation_and_quantize(add, _RELU)
+    if quantize is None:
         return None
-    quantize = users[0]
 
     def qparams(node: fx.Node) -> tuple[float, int]:
         return _scalar(node.args[1]), int(_scalar(node.args[2]))
@@ -172,20 +181,14 @@ def _integer_conv(gm: fx.GraphModule, conv: fx.Node) -> tuple[IntegerConv, fx.No
         return None
     if not (isinstance(dq_w, fx.Node) and dq_w.target in _DEQUANTIZE_CHANNEL):
         return None
+    activation, quantize = _activation_and_quantize(conv, _CLAMP | _RELU)
+    if quantize is None or quantize.args[0] is not (activation or conv):
+        return None
     low, high = -float("inf"), float("inf")
-    tail = conv
-    users = list(conv.users)
-    if len(users) == 1 and users[0].target in _CLAMP:
-        low, high = _scalar(users[0].args[1]), _scalar(users[0].args[2])
-        tail, users = users[0], list(users[0].users)
-    elif len(users) == 1 and users[0].target in _RELU:
+    if activation is not None and activation.target in _CLAMP:
+        low, high = _scalar(activation.args[1]), _scalar(activation.args[2])
+    elif activation is not None:
         low = 0.0
-        tail, users = users[0], list(users[0].users)
-    if len(users) != 1 or users[0].target not in _QUANTIZE:
-        return None
-    quantize = users[0]
-    if quantize.args[0] is not tail:
-        return None
     x_scale, x_zero = _scalar(dq_x.args[1]), int(_scalar(dq_x.args[2]))
     y_scale, y_zero = _scalar(quantize.args[1]), int(_scalar(quantize.args[2]))
     y_min, y_max = int(quantize.args[3]), int(quantize.args[4])

@@ -164,6 +164,26 @@ class LearnedWeightQuantizer(Quantizer):
             f"a conv weight of shape {tuple(weight.shape)} matches no learned integer weight"
         )
 
+    def _annotate_with_activation(
+        self,
+        node: fx.Node,
+        qspecs: dict[fx.Node, QuantizationSpec | DerivedQuantizationSpec],
+        activations: set,
+    ) -> None:
+        """Quantize ``node``'s inputs, and its output after the activation that alone follows
+        it (one of ``activations``), or right after it when there is none."""
+        users = list(node.users)
+        fused_act = len(users) == 1 and users[0].target in activations
+        node.meta["quantization_annotation"] = QuantizationAnnotation(
+            input_qspec_map=qspecs,
+            output_qspec=None if fused_act else self.activation,
+            _annotated=True,
+        )
+        if fused_act:
+            users[0].meta["quantization_annotation"] = QuantizationAnnotation(
+                output_qspec=self.activation, _annotated=True
+            )
+
     def annotate(self, model: fx.GraphModule) -> fx.GraphModule:
         for node in model.graph.nodes:
             if node.op != "call_function":
@@ -180,32 +200,13 @@ class LearnedWeightQuantizer(Quantizer):
                 bias = node.args[2] if len(node.args) > 2 else None
                 if isinstance(bias, fx.Node):
                     qspecs[bias] = _bias_spec(node, inp, weight)
-                users = list(node.users)
-                fused_act = len(users) == 1 and users[0].target in _ACT
-                node.meta["quantization_annotation"] = QuantizationAnnotation(
-                    input_qspec_map=qspecs,
-                    output_qspec=None if fused_act else self.activation,
-                    _annotated=True,
-                )
-                if fused_act:
-                    users[0].meta["quantization_annotation"] = QuantizationAnnotation(
-                        output_qspec=self.activation, _annotated=True
-                    )
+                self._annotate_with_activation(node, qspecs, _ACT)
             elif node.target in _ADD and all(isinstance(a, fx.Node) for a in node.args[:2]):
                 # A residual add followed by its ReLU (ResNet's blocks) is one quantized op, as
                 # conv + ReLU is: quantizing between them left a Q/DQ pair per block that
                 # onnxruntime runs in float (a third of ResNet-50's int8 time).
-                users = list(node.users)
-                fused_act = len(users) == 1 and users[0].target in _RELU
-                node.meta["quantization_annotation"] = QuantizationAnnotation(
-                    input_qspec_map={a: self.activation for a in node.args[:2]},
-                    output_qspec=None if fused_act else self.activation,
-                    _annotated=True,
-                )
-                if fused_act:
-                    users[0].meta["quantization_annotation"] = QuantizationAnnotation(
-                        output_qspec=self.activation, _annotated=True
-                    )
+                qspecs = {a: self.activation for a in node.args[:2]}
+                self._annotate_with_activation(node, qspecs, _RELU)
             elif node.target in _PAD:
                 inp = node.args[0]
                 node.meta["quantization_annotation"] = QuantizationAnnotation(
