@@ -26,13 +26,9 @@ import torchao.quantization.pt2e  # noqa: F401  (registers the quantized_decompo
 from torch import fx, nn
 
 from qtdog_sdk.errors import QTDoGError
+from qtdog_train.convert.ops import ACTIVATION, ADD, CLAMP, CONV, RELU
 
-aten = torch.ops.aten
 _qd = torch.ops.quantized_decomposed
-_CONV = {aten.conv2d.default}
-_CLAMP = {aten.hardtanh.default, aten.hardtanh_.default, aten.clamp.default}
-_RELU = {aten.relu.default, aten.relu_.default}
-_ADD = {aten.add.Tensor, aten.add_.Tensor}
 _QUANTIZE = {_qd.quantize_per_tensor.default}
 _DEQUANTIZE = {_qd.dequantize_per_tensor.default}
 _DEQUANTIZE_CHANNEL = {_qd.dequantize_per_channel.default}
@@ -144,7 +140,7 @@ def _integer_add(add: fx.Node) -> tuple[IntegerAdd, tuple[fx.Node, fx.Node], fx.
         return None
     if not all(isinstance(d, fx.Node) and d.target in _DEQUANTIZE for d in (dq_a, dq_b)):
         return None
-    relu, quantize = _activation_and_quantize(add, _RELU)
+    relu, quantize = _activation_and_quantize(add, RELU)
     if quantize is None:
         return None
 
@@ -181,11 +177,11 @@ def _integer_conv(gm: fx.GraphModule, conv: fx.Node) -> tuple[IntegerConv, fx.No
         return None
     if not (isinstance(dq_w, fx.Node) and dq_w.target in _DEQUANTIZE_CHANNEL):
         return None
-    activation, quantize = _activation_and_quantize(conv, _CLAMP | _RELU)
+    activation, quantize = _activation_and_quantize(conv, ACTIVATION)
     if quantize is None or quantize.args[0] is not (activation or conv):
         return None
     low, high = -float("inf"), float("inf")
-    if activation is not None and activation.target in _CLAMP:
+    if activation is not None and activation.target in CLAMP:
         low, high = _scalar(activation.args[1]), _scalar(activation.args[2])
     elif activation is not None:
         low = 0.0
@@ -244,12 +240,12 @@ def _swap_in(
 def integer_exact(graph: fx.GraphModule) -> fx.GraphModule:
     """A copy of ``graph`` whose quantized convs and adds run as integer kernels do."""
     gm = copy.deepcopy(graph)
-    for add in [n for n in gm.graph.nodes if n.op == "call_function" and n.target in _ADD]:
+    for add in [n for n in gm.graph.nodes if n.op == "call_function" and n.target in ADD]:
         if (found_add := _integer_add(add)) is not None:
             module_add, inputs, quantize = found_add
             _swap_in(gm, add, module_add, inputs, quantize)
     replaced = 0
-    for conv in [n for n in gm.graph.nodes if n.op == "call_function" and n.target in _CONV]:
+    for conv in [n for n in gm.graph.nodes if n.op == "call_function" and n.target in CONV]:
         if (found := _integer_conv(gm, conv)) is not None:
             module, q_input, quantize = found
             _swap_in(gm, conv, module, (q_input,), quantize)

@@ -39,19 +39,10 @@ from torchao.quantization.pt2e.quantizer import (
 from qtdog_sdk.errors import QTDoGError
 from qtdog_train.config import DEFAULT_ACTIVATION_OBSERVER
 from qtdog_train.convert.fold import MIN_ACTIVATION_SCALE, QuantizedConv
+from qtdog_train.convert.ops import ACTIVATION, ADD, CONV, PAD, RELU
 
-aten = torch.ops.aten
-_CONV = {aten.conv2d.default}
-_ACT = {
-    aten.hardtanh.default,
-    aten.hardtanh_.default,
-    aten.relu.default,
-    aten.relu_.default,
-    aten.clamp.default,
-}
-_RELU = {aten.relu.default, aten.relu_.default}
-_ADD = {aten.add.Tensor, aten.add_.Tensor, operator.add}
-_PAD = {aten.pad.default, aten.constant_pad_nd.default}
+#: pt2e graphs may keep residual adds as Python's ``+``.
+_ADD = ADD | {operator.add}
 
 
 class FixedScaleObserver(ObserverBase):
@@ -188,7 +179,7 @@ class LearnedWeightQuantizer(Quantizer):
         for node in model.graph.nodes:
             if node.op != "call_function":
                 continue
-            if node.target in _CONV:
+            if node.target in CONV:
                 inp, weight = node.args[0], node.args[1]
                 if weight.op != "get_attr":
                     raise QTDoGError(f"conv {node.name}: weight is not a constant of the graph")
@@ -200,14 +191,14 @@ class LearnedWeightQuantizer(Quantizer):
                 bias = node.args[2] if len(node.args) > 2 else None
                 if isinstance(bias, fx.Node):
                     qspecs[bias] = _bias_spec(node, inp, weight)
-                self._annotate_with_activation(node, qspecs, _ACT)
+                self._annotate_with_activation(node, qspecs, ACTIVATION)
             elif node.target in _ADD and all(isinstance(a, fx.Node) for a in node.args[:2]):
                 # A residual add followed by its ReLU (ResNet's blocks) is one quantized op, as
                 # conv + ReLU is: quantizing between them left a Q/DQ pair per block that
                 # onnxruntime runs in float (a third of ResNet-50's int8 time).
                 qspecs = {a: self.activation for a in node.args[:2]}
-                self._annotate_with_activation(node, qspecs, _RELU)
-            elif node.target in _PAD:
+                self._annotate_with_activation(node, qspecs, RELU)
+            elif node.target in PAD:
                 inp = node.args[0]
                 node.meta["quantization_annotation"] = QuantizationAnnotation(
                     input_qspec_map={inp: self.activation},
@@ -250,7 +241,7 @@ def count_quantized_convs(graph: fx.GraphModule) -> tuple[int, int]:
     """(convs whose weight is dequantized from int8, all convs) in a converted graph."""
     total = quantized = 0
     for node in graph.graph.nodes:
-        if node.op == "call_function" and node.target in _CONV:
+        if node.op == "call_function" and node.target in CONV:
             total += 1
             weight = node.args[1]
             if isinstance(weight, fx.Node) and "dequantize" in str(weight.target):

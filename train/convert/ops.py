@@ -1,0 +1,21 @@
+"""The aten ops the conversion passes look for, named once.
+
+The quantizer (:mod:`pt2e`) annotates these ops and the integer pass
+(:mod:`integer_exact`) rewrites them, so both must agree on what counts as a
+conv, an activation or a residual add.
+"""
+
+from __future__ import annotations
+
+import torch
+
+aten = torch.ops.aten
+
+CONV = frozenset({aten.conv2d.default})
+#: ReLU6 as timm exports it (hardtanh) or as a clamp.
+CLAMP = frozenset({aten.hardtanh.default, aten.hardtanh_.default, aten.clamp.default})
+RELU = frozenset({aten.relu.default, aten.relu_.default})
+#: Every activation a quantized conv may end in.
+ACTIVATION = CLAMP | RELU
+ADD = frozenset({aten.add.Tensor, aten.add_.Tensor})
+PAD = frozenset({aten.pad.default, aten.constant_pad_nd.default})
