@@ -121,7 +121,7 @@ class IntegerAdd(nn.Module):
 
 
 def _activation_and_quantize(
-    node: fx.Node, activations: set
+    node: fx.Node, activations: frozenset
 ) -> tuple[fx.Node | None, fx.Node | None]:
     """The activation (one of ``activations``) that alone follows ``node``, if any, and the
     quantize node that alone follows that tail (None when the chain is not this shape)."""

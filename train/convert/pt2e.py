@@ -159,7 +159,7 @@ class LearnedWeightQuantizer(Quantizer):
         self,
         node: fx.Node,
         qspecs: dict[fx.Node, QuantizationSpec | DerivedQuantizationSpec],
-        activations: set,
+        activations: frozenset,
     ) -> None:
         """Quantize ``node``'s inputs, and its output after the activation that alone follows
         it (one of ``activations``), or right after it when there is none."""
