@@ -26,7 +26,7 @@ import torchao.quantization.pt2e  # noqa: F401  (registers the quantized_decompo
 from torch import fx, nn
 
 from qtdog_sdk.errors import QTDoGError
-from qtdog_train.convert.ops import ACTIVATION, ADD, CLAMP, CONV, RELU
+from qtdog_train.convert.ops import ACTIVATION, ADD, CLAMP, CONV, RELU, sole_user
 
 _qd = torch.ops.quantized_decomposed
 _QUANTIZE = {_qd.quantize_per_tensor.default}
@@ -125,12 +125,8 @@ def _activation_and_quantize(
 ) -> tuple[fx.Node | None, fx.Node | None]:
     """The activation (one of ``activations``) that alone follows ``node``, if any, and the
     quantize node that alone follows that tail (None when the chain is not this shape)."""
-    users = list(node.users)
-    activation = users[0] if len(users) == 1 and users[0].target in activations else None
-    if activation is not None:
-        users = list(activation.users)
-    quantize = users[0] if len(users) == 1 and users[0].target in _QUANTIZE else None
-    return activation, quantize
+    activation = sole_user(node, activations)
+    return activation, sole_user(node if activation is None else activation, _QUANTIZE)
 
 
 def _integer_add(add: fx.Node) -> tuple[IntegerAdd, tuple[fx.Node, fx.Node], fx.Node] | None:

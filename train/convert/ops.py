@@ -7,7 +7,10 @@ conv, an activation or a residual add.
 
 from __future__ import annotations
 
+from collections.abc import Set
+
 import torch
+from torch import fx
 
 aten = torch.ops.aten
 
@@ -19,3 +22,9 @@ RELU = frozenset({aten.relu.default, aten.relu_.default})
 ACTIVATION = CLAMP | RELU
 ADD = frozenset({aten.add.Tensor, aten.add_.Tensor})
 PAD = frozenset({aten.pad.default, aten.constant_pad_nd.default})
+
+
+def sole_user(node: fx.Node, targets: Set[object]) -> fx.Node | None:
+    """``node``'s only user when it is one of ``targets`` (a fusable tail), else None."""
+    users = list(node.users)
+    return users[0] if len(users) == 1 and users[0].target in targets else None

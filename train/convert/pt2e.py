@@ -39,7 +39,7 @@ from torchao.quantization.pt2e.quantizer import (
 from qtdog_sdk.errors import QTDoGError
 from qtdog_train.config import DEFAULT_ACTIVATION_OBSERVER
 from qtdog_train.convert.fold import MIN_ACTIVATION_SCALE, QuantizedConv
-from qtdog_train.convert.ops import ACTIVATION, ADD, CONV, PAD, RELU
+from qtdog_train.convert.ops import ACTIVATION, ADD, CONV, PAD, RELU, sole_user
 
 #: pt2e graphs may keep residual adds as Python's ``+``.
 _ADD = ADD | {operator.add}
@@ -163,15 +163,14 @@ class LearnedWeightQuantizer(Quantizer):
     ) -> None:
         """Quantize ``node``'s inputs, and its output after the activation that alone follows
         it (one of ``activations``), or right after it when there is none."""
-        users = list(node.users)
-        fused_act = len(users) == 1 and users[0].target in activations
+        activation = sole_user(node, activations)
         node.meta["quantization_annotation"] = QuantizationAnnotation(
             input_qspec_map=qspecs,
-            output_qspec=None if fused_act else self.activation,
+            output_qspec=None if activation is not None else self.activation,
             _annotated=True,
         )
-        if fused_act:
-            users[0].meta["quantization_annotation"] = QuantizationAnnotation(
+        if activation is not None:
+            activation.meta["quantization_annotation"] = QuantizationAnnotation(
                 output_qspec=self.activation, _annotated=True
             )
 
