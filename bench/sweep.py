@@ -22,6 +22,11 @@ Arms (all under one protocol: resolution, steps, q_start, batch, lr):
   qtdog-slrN       step-size learning rate N x lr (default: = lr)
   qtdog-nodw       LSQ on every conv except the depthwise ones (which layers are quantized)
 
+With ``--share-float-phase`` the single-member QT-DoG variants (qtdog-official, -bN, -slrN,
+-nodw) start from the qtdog run's checkpoint at the switch when it exists, so a variant
+and QT-DoG share the float phase exactly and their pair differs only after the switch
+(list qtdog before the variants in ``--arms``).
+
 CPU protocol (hours on 2 cores):
     python bench/sweep.py --data ../shared/data/PACS --protocol cpu112 --image-size 112 --steps 600 --q-start 240 --eval-every 100
 Full protocol on a CUDA GPU:
@@ -41,6 +46,7 @@ from typing import Any
 
 from qtdog_train.config import TrainConfig
 from qtdog_train.data.datasets import KNOWN_DATASETS
+from qtdog_train.trainer import CHECKPOINT_NAME, FLOAT_PHASE_NAME, LOG_NAME
 
 ARMS = (
     "erm",
@@ -127,9 +133,31 @@ def reuse_member_zero(single_run: Path, ensemble_run: Path) -> None:
     if not (single_run / "summary.json").is_file() or target.exists():
         return
     target.mkdir(parents=True)
-    for name in ("checkpoint.pt", "log.jsonl"):
+    for name in (CHECKPOINT_NAME, LOG_NAME):
         shutil.copy2(source / name, target / name)
     print(f"{ensemble_run}: member 0 reused from {single_run}", flush=True)
+
+
+#: Single-member arms that differ from ``qtdog`` only from the switch on.
+FLOAT_PHASE_FROM = "qtdog"
+
+
+def is_qtdog_variant(arm: str) -> bool:
+    return arm == "qtdog-official" or bool(re.fullmatch(r"qtdog-(b\d|slr\d+|nodw)", arm))
+
+
+def reuse_float_phase(reference_run: Path, variant_run: Path) -> bool:
+    """Start a QT-DoG variant from the reference run's checkpoint at the switch (its float
+    phase), once: only a variant with no member folder yet, and only when the reference has
+    passed its switch. Returns whether it copied."""
+    source, target = reference_run / "member-0", variant_run / "member-0"
+    if not (source / FLOAT_PHASE_NAME).is_file() or target.exists():
+        return False
+    target.mkdir(parents=True)
+    shutil.copy2(source / FLOAT_PHASE_NAME, target / CHECKPOINT_NAME)
+    shutil.copy2(source / LOG_NAME, target / LOG_NAME)  # the trainer keeps what precedes it
+    print(f"{variant_run}: float phase reused from {reference_run}", flush=True)
+    return True
 
 
 def progress_printer(label: str, steps: int) -> Callable[[str, dict[str, Any]], None]:
@@ -189,6 +217,11 @@ def main() -> None:
     parser.add_argument(
         "--results", type=Path, default=Path("bench/results"), help="where results.jsonl is copied"
     )
+    parser.add_argument(
+        "--share-float-phase",
+        action="store_true",
+        help="start each QT-DoG variant arm from the qtdog run's checkpoint at the switch",
+    )
     args = parser.parse_args()
     domains = args.test_domains or list(KNOWN_DATASETS.get(args.dataset, ()))
     base = {
@@ -223,6 +256,10 @@ def main() -> None:
                 if arm in MEMBER_ZERO_FROM:
                     single = root / MEMBER_ZERO_FROM[arm] / domain / f"trial{trial}"
                     reuse_member_zero(single, out)
+                elif args.share_float_phase and is_qtdog_variant(arm):
+                    reference = root / FLOAT_PHASE_FROM / domain / f"trial{trial}"
+                    if not reuse_float_phase(reference, out) and not (out / "member-0").exists():
+                        print(f"{out}: no float phase in {reference}; trained from scratch")
                 cfg = TrainConfig(
                     **arm_config(arm, base),
                     out=str(out),

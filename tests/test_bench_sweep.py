@@ -294,3 +294,71 @@ def test_sweep_command_appends_one_line_per_run_prints_progress_and_skips_finish
         "skip qtdog sketch trial 0: done",
     ]
     assert len(results.read_text().splitlines()) == 2
+
+
+def test_a_qtdog_variant_shares_the_float_phase_and_differs_only_after_the_switch(
+    shapes_root: Path, tmp_path: Path
+):
+    pytest.importorskip("torch")
+    import torch
+
+    from qtdog_train.pipeline import run
+
+    sweep = _load_sweep()
+    assert [a for a in sweep.ARMS if sweep.is_qtdog_variant(a)] == [
+        "qtdog-official",
+        "qtdog-b8",
+        "qtdog-b6",
+        "qtdog-b5",
+        "qtdog-b4",
+        "qtdog-slr10",
+        "qtdog-slr100",
+        "qtdog-nodw",
+    ]
+    reference_dir = tmp_path / "qtdog"
+    reference = run(tiny_config(shapes_root, reference_dir, members=1, export=False))
+    float_phase = torch.load(
+        reference_dir / "member-0" / "float-phase.pt", map_location="cpu", weights_only=True
+    )
+    assert (float_phase["step"], float_phase["quantized"]) == (6, False)  # q_start, before it
+
+    def records(run_dir: Path) -> list[dict]:
+        text = (run_dir / "member-0" / "log.jsonl").read_text()
+        return [json.loads(line) for line in text.splitlines()]
+
+    # the same configuration resumed from the float phase retrains only after the switch and
+    # lands exactly where the reference did
+    twin_dir = tmp_path / "twin"
+    assert sweep.reuse_float_phase(reference_dir, twin_dir)
+    assert not sweep.reuse_float_phase(reference_dir, twin_dir)  # once
+    twin = run(tiny_config(shapes_root, twin_dir, members=1, export=False))
+    assert twin["members"][0]["selected"] == reference["members"][0]["selected"]
+    assert records(twin_dir) == [
+        {**r, "elapsed": t["elapsed"]} if "elapsed" in r else r
+        for r, t in zip(records(reference_dir), records(twin_dir), strict=True)
+    ]
+
+    # a 4-bit variant: the same float model at the switch, one switch record, a different grid
+    variant_dir = tmp_path / "qtdog-b4"
+    assert sweep.reuse_float_phase(reference_dir, variant_dir)
+    run(tiny_config(shapes_root, variant_dir, members=1, export=False, bits=4))
+    switches = [r for r in records(variant_dir) if r.get("event") == "switch"]
+    (reference_switch,) = [r for r in records(reference_dir) if r.get("event") == "switch"]
+    assert len(switches) == 1 and switches[0]["before"] == reference_switch["before"]
+    assert [r for r in records(variant_dir) if r.get("step", 0) < 6] == [
+        r for r in records(reference_dir) if r.get("step", 0) < 6
+    ]
+    variant_state = torch.load(
+        variant_dir / "member-0" / "checkpoint.pt", map_location="cpu", weights_only=True
+    )["model"]
+    reference_state = torch.load(
+        reference_dir / "member-0" / "checkpoint.pt", map_location="cpu", weights_only=True
+    )["model"]
+    assert any(not torch.equal(variant_state[k], reference_state[k]) for k in reference_state)
+
+
+def test_no_float_phase_is_reused_from_a_run_before_its_switch(tmp_path: Path):
+    sweep = _load_sweep()
+    (tmp_path / "qtdog" / "member-0").mkdir(parents=True)
+    assert not sweep.reuse_float_phase(tmp_path / "qtdog", tmp_path / "qtdog-b4")
+    assert not (tmp_path / "qtdog-b4").exists()

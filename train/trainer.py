@@ -34,6 +34,11 @@ from qtdog_train.quant.lsq import (
 )
 
 CHECKPOINT_NAME = "checkpoint.pt"
+#: A QT-DoG member's checkpoint at the quantizer switch, before it: the whole float phase.
+#: A variant that differs only after the switch (bits, step-size lr, quantized layers) can
+#: start from it, so that its pair with QT-DoG differs in nothing else (bench/sweep.py
+#: ``--share-float-phase``).
+FLOAT_PHASE_NAME = "float-phase.pt"
 LOG_NAME = "log.jsonl"
 StepCallback = Callable[[int, dict[str, Any]], None]
 
@@ -182,6 +187,12 @@ def _rng_state(generator: torch.Generator) -> dict[str, torch.Tensor]:
     return {"generator": generator.get_state(), "torch": torch.get_rng_state()}
 
 
+def _save_atomically(state: dict[str, Any], path: Path) -> None:
+    tmp = path.with_suffix(".tmp")
+    torch.save(state, tmp)
+    tmp.replace(path)
+
+
 def train_member(
     cfg: TrainConfig,
     data: RunData,
@@ -217,7 +228,12 @@ def train_member(
         best, switch = json.loads(ckpt["best_json"]), json.loads(ckpt["switch_json"])
         best_state = ckpt.get("best_model")
         history = [json.loads(line) for line in log_path.read_text().splitlines() if line.strip()]
-        history = [h for h in history if h.get("step", 0) <= start_step]
+        # a float checkpoint taken at the switch step precedes the switch: its record is stale
+        history = [
+            h
+            for h in history
+            if h.get("step", 0) <= start_step and (quantized or h.get("event") != "switch")
+        ]
         log_path.write_text("".join(json.dumps(h) + "\n" for h in history))
     else:
         model = build_model(cfg, num_classes, False, device)
@@ -232,8 +248,26 @@ def train_member(
     forward = compiled_forward(cfg, model, device, cfg.steps - start_step)
     started = time.perf_counter() - elapsed
     running_loss, running_n = 0.0, 0
+
+    def checkpoint(step: int) -> dict[str, Any]:
+        state = {
+            "step": step,
+            "quantized": is_quantized(model),
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "rng": _rng_state(generator),
+            "best_step": best_step,
+            "best_json": json.dumps(best),
+            "switch_json": json.dumps(switch),
+            "elapsed": time.perf_counter() - started,
+        }
+        if best_state is not None:
+            state["best_model"] = best_state
+        return state
+
     for step in range(start_step, cfg.steps):
         if cfg.algorithm == "qtdog" and step == cfg.q_start and not is_quantized(model):
+            _save_atomically(checkpoint(step), out_dir / FLOAT_PHASE_NAME)
             model.eval()
             before = evaluate_run(model, data)
             optimizer = switch_to_quantized(cfg, model, optimizer)
@@ -266,22 +300,7 @@ def train_member(
                 best, best_step = dict(result), done
                 best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
         if done % cfg.checkpoint_every == 0 or done == cfg.steps:
-            ckpt = {
-                "step": done,
-                "quantized": is_quantized(model),
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "rng": _rng_state(generator),
-                "best_step": best_step,
-                "best_json": json.dumps(best),
-                "switch_json": json.dumps(switch),
-                "elapsed": time.perf_counter() - started,
-            }
-            if best_state is not None:
-                ckpt["best_model"] = best_state
-            tmp = checkpoint_path.with_suffix(".tmp")
-            torch.save(ckpt, tmp)
-            tmp.replace(checkpoint_path)
+            _save_atomically(checkpoint(done), checkpoint_path)
         if on_step:
             on_step(done, metrics)
 
