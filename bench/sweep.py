@@ -262,6 +262,7 @@ def main() -> None:
                         print(f"{out}: no float phase in {reference}; trained from scratch")
                 cfg = TrainConfig(
                     **arm_config(arm, base),
+                    keep_float_phase=args.share_float_phase and arm == FLOAT_PHASE_FROM,
                     out=str(out),
                     test_domains=[domain],
                     trial_seed=trial,

@@ -309,7 +309,9 @@ def test_a_qtdog_variant_shares_the_float_phase_and_differs_only_after_the_switc
     assert not_variants == {"erm", "qtdog", "eoq5", "eoq5-fq", "erm5"}  # float or ensembles
     assert sweep.is_qtdog_variant("qtdog-slr1000") and not sweep.is_qtdog_variant("qtdog-b16")
     reference_dir = tmp_path / "qtdog"
-    reference = run(tiny_config(shapes_root, reference_dir, members=1, export=False))
+    reference = run(
+        tiny_config(shapes_root, reference_dir, members=1, export=False, keep_float_phase=True)
+    )
     float_phase = torch.load(
         reference_dir / "member-0" / "float-phase.pt", map_location="cpu", weights_only=True
     )
@@ -325,6 +327,7 @@ def test_a_qtdog_variant_shares_the_float_phase_and_differs_only_after_the_switc
     assert sweep.reuse_float_phase(reference_dir, twin_dir)
     assert not sweep.reuse_float_phase(reference_dir, twin_dir)  # once
     twin = run(tiny_config(shapes_root, twin_dir, members=1, export=False))
+    assert not (twin_dir / "member-0" / "float-phase.pt").exists()  # kept only when asked
     assert twin["members"][0]["selected"] == reference["members"][0]["selected"]
     assert records(twin_dir) == [
         {**r, "elapsed": t["elapsed"]} if "elapsed" in r else r

@@ -55,6 +55,10 @@ class TrainConfig:
     strict: bool = False
     export: bool = True
     merge_members: bool = True
+    #: also keep each member's checkpoint at the switch (``float-phase.pt``), from which a
+    #: QT-DoG variant can start (bench/sweep.py ``--share-float-phase``); off: it costs a
+    #: second checkpoint's disk
+    keep_float_phase: bool = False
 
     def validate(self) -> None:
         """Reject inconsistent settings with a one-line message naming the flag."""

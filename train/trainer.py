@@ -267,7 +267,8 @@ def train_member(
 
     for step in range(start_step, cfg.steps):
         if cfg.algorithm == "qtdog" and step == cfg.q_start and not is_quantized(model):
-            _save_atomically(checkpoint(step), out_dir / FLOAT_PHASE_NAME)
+            if cfg.keep_float_phase:
+                _save_atomically(checkpoint(step), out_dir / FLOAT_PHASE_NAME)
             model.eval()
             before = evaluate_run(model, data)
             optimizer = switch_to_quantized(cfg, model, optimizer)
