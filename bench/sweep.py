@@ -122,6 +122,19 @@ def result_line(arm: str, domain: str, trial: int, summary: dict[str, Any]) -> d
 MEMBER_ZERO_FROM = {"eoq5": "qtdog", "eoq5-fq": "qtdog", "erm5": "erm"}
 
 
+def _start_member_zero(checkpoint: Path, target_run: Path) -> bool:
+    """Give ``target_run`` a member 0 that resumes from ``checkpoint`` (with the log beside
+    it; the trainer keeps only what precedes the checkpoint), once: only while the target
+    has no member folder. Returns whether it copied."""
+    target = target_run / "member-0"
+    if target.exists():
+        return False
+    target.mkdir(parents=True)
+    shutil.copy2(checkpoint, target / CHECKPOINT_NAME)
+    shutil.copy2(checkpoint.parent / LOG_NAME, target / LOG_NAME)
+    return True
+
+
 def reuse_member_zero(single_run: Path, ensemble_run: Path) -> None:
     """An ensemble's member 0 is the single-member arm's run (same config, seed and data):
     copy it, once.
@@ -129,13 +142,9 @@ def reuse_member_zero(single_run: Path, ensemble_run: Path) -> None:
     The ensemble then trains members 1-4 only; member 0's checkpoint is final, so
     resuming it goes straight to conversion (or evaluation).
     """
-    source, target = single_run / "member-0", ensemble_run / "member-0"
-    if not (single_run / "summary.json").is_file() or target.exists():
-        return
-    target.mkdir(parents=True)
-    for name in (CHECKPOINT_NAME, LOG_NAME):
-        shutil.copy2(source / name, target / name)
-    print(f"{ensemble_run}: member 0 reused from {single_run}", flush=True)
+    finished = (single_run / "summary.json").is_file()
+    if finished and _start_member_zero(single_run / "member-0" / CHECKPOINT_NAME, ensemble_run):
+        print(f"{ensemble_run}: member 0 reused from {single_run}", flush=True)
 
 
 #: Single-member arms that differ from ``qtdog`` only from the switch on.
@@ -150,14 +159,11 @@ def reuse_float_phase(reference_run: Path, variant_run: Path) -> bool:
     """Start a QT-DoG variant from the reference run's checkpoint at the switch (its float
     phase), once: only a variant with no member folder yet, and only when the reference has
     passed its switch. Returns whether it copied."""
-    source, target = reference_run / "member-0", variant_run / "member-0"
-    if not (source / FLOAT_PHASE_NAME).is_file() or target.exists():
-        return False
-    target.mkdir(parents=True)
-    shutil.copy2(source / FLOAT_PHASE_NAME, target / CHECKPOINT_NAME)
-    shutil.copy2(source / LOG_NAME, target / LOG_NAME)  # the trainer keeps what precedes it
-    print(f"{variant_run}: float phase reused from {reference_run}", flush=True)
-    return True
+    float_phase = reference_run / "member-0" / FLOAT_PHASE_NAME
+    copied = float_phase.is_file() and _start_member_zero(float_phase, variant_run)
+    if copied:
+        print(f"{variant_run}: float phase reused from {reference_run}", flush=True)
+    return copied
 
 
 def progress_printer(label: str, steps: int) -> Callable[[str, dict[str, Any]], None]:
@@ -259,7 +265,10 @@ def main() -> None:
                 elif args.share_float_phase and is_qtdog_variant(arm):
                     reference = root / FLOAT_PHASE_FROM / domain / f"trial{trial}"
                     if not reuse_float_phase(reference, out) and not (out / "member-0").exists():
-                        print(f"{out}: no float phase in {reference}; trained from scratch")
+                        print(
+                            f"{out}: no float phase in {reference}; trained from scratch",
+                            flush=True,
+                        )
                 cfg = TrainConfig(
                     **arm_config(arm, base),
                     keep_float_phase=args.share_float_phase and arm == FLOAT_PHASE_FROM,
