@@ -23,9 +23,10 @@ Arms (all under one protocol: resolution, steps, q_start, batch, lr):
   qtdog-nodw       LSQ on every conv except the depthwise ones (which layers are quantized)
 
 With ``--share-float-phase`` the single-member QT-DoG variants (qtdog-official, -bN, -slrN,
--nodw) start from the qtdog run's checkpoint at the switch when it exists, so a variant
-and QT-DoG share the float phase exactly and their pair differs only after the switch
-(list qtdog before the variants in ``--arms``).
+-nodw) and erm start from the qtdog run's checkpoint at the switch when it exists, so such
+an arm and QT-DoG share the float phase exactly and their pair differs only after the
+switch (list qtdog before them in ``--arms``). ERM started there trains on in float and,
+like the QT-DoG arms, selects among the evaluations after the switch.
 
 CPU protocol (hours on 2 cores):
     python bench/sweep.py --data ../shared/data/PACS --protocol cpu112 --image-size 112 --steps 600 --q-start 240 --eval-every 100
@@ -147,7 +148,7 @@ def reuse_member_zero(single_run: Path, ensemble_run: Path) -> None:
         print(f"{ensemble_run}: member 0 reused from {single_run}", flush=True)
 
 
-#: Single-member arms that differ from ``qtdog`` only from the switch on.
+#: The run whose checkpoint at the switch the float-phase sharers start from.
 FLOAT_PHASE_FROM = "qtdog"
 
 
@@ -155,10 +156,16 @@ def is_qtdog_variant(arm: str) -> bool:
     return arm == "qtdog-official" or bool(re.fullmatch(r"qtdog-(b\d|slr\d+|nodw)", arm))
 
 
+def shares_float_phase(arm: str) -> bool:
+    """Single-member arms that train exactly like ``qtdog`` until its switch: its variants,
+    and ERM (the same float training, which simply goes on)."""
+    return arm == "erm" or is_qtdog_variant(arm)
+
+
 def reuse_float_phase(reference_run: Path, variant_run: Path) -> bool:
-    """Start a QT-DoG variant from the reference run's checkpoint at the switch (its float
-    phase), once: only a variant with no member folder yet, and only when the reference has
-    passed its switch. Returns whether it copied."""
+    """Start a float-phase sharer from the reference run's checkpoint at the switch (its
+    float phase), once: only a run with no member folder yet, and only when the reference
+    has passed its switch. Returns whether it copied."""
     float_phase = reference_run / "member-0" / FLOAT_PHASE_NAME
     copied = float_phase.is_file() and _start_member_zero(float_phase, variant_run)
     if copied:
@@ -226,7 +233,7 @@ def main() -> None:
     parser.add_argument(
         "--share-float-phase",
         action="store_true",
-        help="start each QT-DoG variant arm from the qtdog run's checkpoint at the switch",
+        help="start erm and each QT-DoG variant arm from the qtdog run's checkpoint at the switch",
     )
     args = parser.parse_args()
     domains = args.test_domains or list(KNOWN_DATASETS.get(args.dataset, ()))
@@ -262,7 +269,7 @@ def main() -> None:
                 if arm in MEMBER_ZERO_FROM:
                     single = root / MEMBER_ZERO_FROM[arm] / domain / f"trial{trial}"
                     reuse_member_zero(single, out)
-                elif args.share_float_phase and is_qtdog_variant(arm):
+                elif args.share_float_phase and shares_float_phase(arm):
                     reference = root / FLOAT_PHASE_FROM / domain / f"trial{trial}"
                     if not reuse_float_phase(reference, out) and not (out / "member-0").exists():
                         print(

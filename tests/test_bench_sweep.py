@@ -353,6 +353,45 @@ def test_a_qtdog_variant_shares_the_float_phase_and_differs_only_after_the_switc
     assert any(not torch.equal(variant_state[k], reference_state[k]) for k in reference_state)
 
 
+def test_erm_from_the_float_phase_is_erm_trained_on_selecting_after_the_switch(
+    shapes_root: Path, tmp_path: Path
+):
+    pytest.importorskip("torch")
+    import torch
+
+    from qtdog_train.pipeline import run
+
+    sweep = _load_sweep()
+    assert sweep.shares_float_phase("erm") and sweep.shares_float_phase("qtdog-slr100")
+    assert not {a for a in sweep.ARMS if sweep.shares_float_phase(a)} & {"qtdog", "erm5", "eoq5"}
+    qtdog_dir, scratch_dir, twin_dir = tmp_path / "qtdog", tmp_path / "erm", tmp_path / "twin"
+    run(tiny_config(shapes_root, qtdog_dir, members=1, export=False, keep_float_phase=True))
+    erm = {"algorithm": "erm", "members": 1, "export": False}
+    run(tiny_config(shapes_root, scratch_dir, **erm))
+    assert sweep.reuse_float_phase(qtdog_dir, twin_dir)
+    twin = run(tiny_config(shapes_root, twin_dir, **erm))
+
+    def final(run_dir: Path) -> dict:
+        path = run_dir / "member-0" / "checkpoint.pt"
+        return torch.load(path, map_location="cpu", weights_only=True)["model"]
+
+    def records(run_dir: Path) -> list[dict]:
+        text = (run_dir / "member-0" / "log.jsonl").read_text()
+        return [
+            {k: v for k, v in json.loads(line).items() if k != "elapsed"}
+            for line in text.splitlines()
+        ]
+
+    # ERM and QT-DoG train alike until the switch: ERM resumed there ends on ERM's weights
+    scratch_state, twin_state = final(scratch_dir), final(twin_dir)
+    assert scratch_state.keys() == twin_state.keys()
+    assert all(torch.equal(scratch_state[k], twin_state[k]) for k in scratch_state)
+    assert records(twin_dir) == records(scratch_dir)  # no switch record, no LSQ
+    assert not any(k.endswith("log_step") for k in twin_state)
+    # it selects among the evaluations after the switch (step 6 preceded it)
+    assert twin["members"][0]["best_step"] == 12
+
+
 def test_no_float_phase_is_reused_from_a_run_before_its_switch(tmp_path: Path):
     sweep = _load_sweep()
     (tmp_path / "qtdog" / "member-0").mkdir(parents=True)
