@@ -86,6 +86,13 @@ def comparison(text: str) -> tuple[str, str]:
     return arm, baseline
 
 
+def add_pair_option(parser: argparse.ArgumentParser, help: str) -> None:
+    """The repeatable ``--pair ARM:BASELINE`` option (a list of (arm, baseline) tuples)."""
+    parser.add_argument(
+        "--pair", type=comparison, action="append", default=[], metavar="ARM:BASELINE", help=help
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -96,13 +103,8 @@ def main() -> None:
     parser.add_argument(
         "--out", type=Path, required=True, help="folder for table.md, summary.json, charts"
     )
-    parser.add_argument(
-        "--pair",
-        type=comparison,
-        action="append",
-        default=[],
-        metavar="ARM:BASELINE",
-        help="a paired comparison besides every arm - erm (repeatable), e.g. eoq5-fq:erm5",
+    add_pair_option(
+        parser, "a paired comparison besides every arm - erm (repeatable), e.g. eoq5-fq:erm5"
     )
     args = parser.parse_args()
     rows = [row for path in args.results for row in read_jsonl(path)]

@@ -12,6 +12,11 @@ arms apart. It is analysis only: nothing here is chosen from held-out numbers.
     python bench/eval_traces.py /tmp/c8 /tmp/c9 --arms erm qtdog --after 2000 \\
         --out docs/plots/gpu112-5k
 
+With ``--pair ARM:BASELINE`` it also pairs the two arms' runs of each (domain, trial) step
+by step: the mean difference at every common evaluation from ``--after`` on, held out and
+source val, so a difference at the selected checkpoints can be told from one that holds at
+every checkpoint (``--trial-seeds`` keeps only those trials).
+
 Only finished runs count (a ``member-0/report.json``, whose ``best_step`` is the selected
 checkpoint). Roots are read in order; a run found under a later root replaces the same (arm,
 domain, trial) from an earlier one. Writes ``traces.md`` and ``traces_<domain>.png`` (held-out accuracy per
@@ -27,7 +32,7 @@ import statistics
 from pathlib import Path
 from typing import NamedTuple
 
-from aggregate import mean_se, read_jsonl
+from aggregate import add_pair_option, mean_se, read_jsonl
 
 RunKey = tuple[str, str, int]  # (arm, held-out domain, trial seed)
 
@@ -37,14 +42,19 @@ class Trace(NamedTuple):
     best_step: int  # the checkpoint the trainer selected (report.json)
 
 
-def find_runs(roots: list[Path], arms: list[str]) -> dict[RunKey, Trace]:
-    """Every finished single-member run's trace under ``root/<arm>/<domain>/trial<k>/member-0``."""
+def find_runs(
+    roots: list[Path], arms: list[str], trials: list[int] | None = None
+) -> dict[RunKey, Trace]:
+    """Every finished single-member run's trace under ``root/<arm>/<domain>/trial<k>/member-0``
+    (only trial seeds in ``trials``, when given)."""
     runs: dict[RunKey, Trace] = {}
     for root in roots:
         for arm in arms:
             for report in sorted((root / arm).glob("*/trial*/member-0/report.json")):
                 trial_dir = report.parent.parent
                 key = (arm, trial_dir.parent.name, int(trial_dir.name.removeprefix("trial")))
+                if trials is not None and key[2] not in trials:
+                    continue
                 records = read_jsonl(report.parent / "log.jsonl")
                 evaluations = [r for r in records if "test_acc" in r and "event" not in r]
                 runs[key] = Trace(evaluations, json.loads(report.read_text())["best_step"])
@@ -73,6 +83,27 @@ def trace_row(trace: Trace, after: int) -> dict:
     }
 
 
+def paired_by_step(
+    runs: dict[RunKey, Trace], arm: str, baseline: str, after: int
+) -> dict[int, dict[str, list[float]]]:
+    """Per evaluation step >= ``after``: arm minus baseline over the (domain, trial) pairs
+    both arms finished, held out (``test``) and source val (``val``)."""
+    steps: dict[int, dict[str, list[float]]] = {}
+    for (a, domain, trial), trace in sorted(runs.items()):
+        twin = runs.get((baseline, domain, trial))
+        if a != arm or twin is None:
+            continue
+        base = {r["step"]: r for r in twin.evaluations}
+        for record in trace.evaluations:
+            other = base.get(record["step"])
+            if record["step"] < after or other is None:
+                continue
+            diffs = steps.setdefault(record["step"], {"test": [], "val": []})
+            diffs["test"].append(record["test_acc"] - other["test_acc"])
+            diffs["val"].append(record["val_acc"] - other["val_acc"])
+    return dict(sorted(steps.items()))
+
+
 def pct(value: float) -> str:
     return f"{100 * value:.2f}"
 
@@ -84,12 +115,14 @@ def main() -> None:
     parser.add_argument("roots", type=Path, nargs="+", help="folders holding <arm>/<domain>/...")
     parser.add_argument("--arms", nargs="+", default=["erm", "qtdog"])
     parser.add_argument("--after", type=int, default=0, help="first step of the movement stats")
+    add_pair_option(parser, "step-by-step paired difference of two of --arms (repeatable)")
+    parser.add_argument("--trial-seeds", type=int, nargs="+", help="only these trials")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     for root in args.roots:
         if not root.is_dir():
             parser.error(f"{root}: no such folder")
-    runs = find_runs(args.roots, args.arms)
+    runs = find_runs(args.roots, args.arms, args.trial_seeds)
     if not runs:
         parser.error(f"no finished run (member-0/report.json) of {args.arms} under {args.roots}")
     rows = {key: trace_row(trace, args.after) for key, trace in sorted(runs.items())}
@@ -118,6 +151,18 @@ def main() -> None:
             f"{pct(test_se)} points per evaluation (source val {pct(val_mean)}); last minus "
             f"selected checkpoint {pct(statistics.fmean(last_minus_selected))} points"
         )
+    for arm, baseline in args.pair:
+        lines += [
+            "",
+            f"| step | {arm} - {baseline}: held out | source val | pairs |",
+            "|---|---|---|---|",
+        ]
+        for step, diffs in paired_by_step(runs, arm, baseline, args.after).items():
+            (test, test_se), (val, val_se) = mean_se(diffs["test"]), mean_se(diffs["val"])
+            lines.append(
+                f"| {step} | {pct(test)} ± {pct(test_se)} | {pct(val)} ± {pct(val_se)} "
+                f"| {len(diffs['test'])} |"
+            )
     text = "\n".join(lines) + "\n"
     print(text)
     if args.out is None:

@@ -208,12 +208,33 @@ def test_eval_traces_select_the_trainers_checkpoint_and_plot(shapes_root: Path, 
         (abs(tests[2] - tests[1]) + abs(tests[3] - tests[2])) / 2
     )
 
+    # an ERM twin (same seeds): paired step by step with QT-DoG, from step 6 on
+    erm_out = root / "erm" / "sketch" / "trial0"
+    run(
+        tiny_config(
+            shapes_root, erm_out, algorithm="erm", members=1, export=False, eval_every=3,
+            checkpoint_every=3,
+        )
+    )  # fmt: skip
+    runs = traces.find_runs([root], ["qtdog", "erm"])
+    assert traces.find_runs([root], ["qtdog", "erm"], trials=[1]) == {}
+    erm_records = {r["step"]: r for r in runs[("erm", "sketch", 0)].evaluations}
+    paired = traces.paired_by_step(runs, "qtdog", "erm", after=6)
+    assert list(paired) == [6, 9, 12]
+    for r in records[1:]:
+        assert paired[r["step"]]["test"] == [r["test_acc"] - erm_records[r["step"]]["test_acc"]]
+        assert paired[r["step"]]["val"] == [r["val_acc"] - erm_records[r["step"]]["val_acc"]]
+    assert paired[6] == {"test": [0.0], "val": [0.0]}  # the float phase is shared
+
     plots = tmp_path / "plots"
     done = subprocess.run(
-        [sys.executable, str(BENCH / "eval_traces.py"), str(root), "--out", str(plots)],
+        [sys.executable, str(BENCH / "eval_traces.py"), str(root), "--out", str(plots),
+         "--arms", "qtdog", "erm", "--after", "6", "--pair", "qtdog:erm"],
         capture_output=True, text=True, check=True,
     )  # fmt: skip
     assert "| qtdog | sketch | 0 |" in done.stdout
+    assert "| step | qtdog - erm: held out | source val | pairs |" in done.stdout
+    assert "| 6 | 0.00 ± nan | 0.00 ± nan | 1 |" in done.stdout
     assert (plots / "traces.md").read_text() in done.stdout + "\n"
     assert (plots / "traces_sketch.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     missing = subprocess.run(
