@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -56,8 +57,9 @@ def switch_model(cfg: TrainConfig, float_phase: Path) -> nn.Module:
 
 @torch.no_grad()
 def step_size_report(run: Path, float_phase: Path) -> dict[str, dict[str, float]]:
-    """Per conv kind: mean log2(s / s_init) over channels and its mean absolute value, share of weights at zero and
-    at the clip levels, relative move of the float weights since the switch."""
+    """Per conv kind: mean log2(s / s_init) over channels and its mean absolute value, the
+    share of weights at zero and at the clip levels, and the relative move of the float
+    weights since the switch."""
     cfg, selected = load_selected_model(run)
     at_switch = switch_model(cfg, float_phase)
     start = dict(conv_modules(at_switch))
@@ -70,7 +72,7 @@ def step_size_report(run: Path, float_phase: Path) -> dict[str, dict[str, float]
         weight = conv.parametrizations["weight"].original
         weight0 = start[name].parametrizations["weight"].original
         levels = quantizer.integers(weight).float()
-        log_ratio = (quantizer.log_step - origin.log_step) / torch.log(torch.tensor(2.0))
+        log_ratio = (quantizer.log_step - origin.log_step) / math.log(2)
         for kind in (conv_kind(index, len(convs), conv), "all"):
             row = sums[kind]
             row["convs"] += 1
