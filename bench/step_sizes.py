@@ -26,8 +26,13 @@ import torch
 from torch import nn
 
 from qtdog_train.config import TrainConfig
-from qtdog_train.quant.lsq import attach_lsq, conv_modules, is_depthwise, lsq_quantizer
-from qtdog_train.trainer import FLOAT_PHASE_NAME, build_model, load_selected_model
+from qtdog_train.quant.lsq import conv_modules, is_depthwise, lsq_quantizer
+from qtdog_train.trainer import (
+    FLOAT_PHASE_NAME,
+    attach_configured_lsq,
+    build_model,
+    load_selected_model,
+)
 
 KINDS = ("stem", "depthwise", "pointwise", "head", "all")
 
@@ -51,7 +56,7 @@ def switch_model(cfg: TrainConfig, float_phase: Path) -> nn.Module:
     num_classes = int(state["model"]["classifier.weight"].shape[0])
     model = build_model(cfg, num_classes, False, torch.device("cpu"))
     model.load_state_dict(state["model"])
-    attach_lsq(model, cfg.bits, cfg.s_init, layers=cfg.quantized_layers)
+    attach_configured_lsq(cfg, model)
     return model.eval()
 
 
@@ -72,7 +77,7 @@ def step_size_report(run: Path, float_phase: Path) -> dict[str, dict[str, float]
         weight = conv.parametrizations["weight"].original
         weight0 = start[name].parametrizations["weight"].original
         levels = quantizer.integers(weight).float()
-        log_ratio = (quantizer.log_step - origin.log_step) / math.log(2)
+        log_ratio = (quantizer.step_size().log() - origin.step_size().log()) / math.log(2)
         for kind in (conv_kind(index, len(convs), conv), "all"):
             row = sums[kind]
             row["convs"] += 1

@@ -21,9 +21,10 @@ Arms (all under one protocol: resolution, steps, q_start, batch, lr):
   qtdog-b8 .. -b4  bit-width ablation
   qtdog-slrN       step-size learning rate N x lr (default: = lr)
   qtdog-nodw       LSQ on every conv except the depthwise ones (which layers are quantized)
+  qtdog-linear     step sizes learned as s (the paper) instead of log s (--s-param linear)
 
 With ``--share-float-phase`` the single-member QT-DoG variants (qtdog-official, -bN, -slrN,
--nodw) and erm start from the qtdog run's checkpoint at the switch when it exists, so such
+-nodw, -linear) and erm start from the qtdog run's checkpoint at the switch when it exists, so such
 an arm and QT-DoG share the float phase exactly and their pair differs only after the
 switch (list qtdog before them in ``--arms``). ERM started there trains on in float and,
 like the QT-DoG arms, selects among the evaluations after the switch.
@@ -63,6 +64,7 @@ ARMS = (
     "qtdog-slr10",
     "qtdog-slr100",
     "qtdog-nodw",
+    "qtdog-linear",
 )
 
 
@@ -83,6 +85,8 @@ def arm_config(arm: str, base: dict[str, Any]) -> dict[str, Any]:
         cfg.update(algorithm="erm", bits=8, members=5, export=False)
     elif arm == "qtdog-nodw":
         cfg.update(algorithm="qtdog", quantized_layers="no-depthwise", members=1, export=False)
+    elif arm == "qtdog-linear":
+        cfg.update(algorithm="qtdog", s_param="linear", members=1, export=False)
     elif match := re.fullmatch(r"qtdog-b(\d)", arm):
         cfg.update(algorithm="qtdog", bits=int(match.group(1)), members=1, export=False)
     elif match := re.fullmatch(r"qtdog-slr(\d+)", arm):
@@ -153,7 +157,7 @@ FLOAT_PHASE_FROM = "qtdog"
 
 
 def is_qtdog_variant(arm: str) -> bool:
-    return arm == "qtdog-official" or bool(re.fullmatch(r"qtdog-(b\d|slr\d+|nodw)", arm))
+    return arm == "qtdog-official" or bool(re.fullmatch(r"qtdog-(b\d|slr\d+|nodw|linear)", arm))
 
 
 def shares_float_phase(arm: str) -> bool:

@@ -18,16 +18,15 @@ def test_step_size_report_sees_a_faster_step_size_lr_move_the_grid(
     from qtdog_train.pipeline import run
 
     step_sizes = load_bench_module("step_sizes.py")
-    slow, fast = tmp_path / "slow", tmp_path / "fast"
-    for out, s_lr in ((slow, None), (fast, 0.05)):
-        keep = s_lr is None  # one float phase serves both: their seeds are alike
-        run(
-            tiny_config(shapes_root, out, members=1, export=False, keep_float_phase=keep, s_lr=s_lr)
-        )
+    slow, fast, linear = tmp_path / "slow", tmp_path / "fast", tmp_path / "linear"
+    for out, s_lr, s_param in ((slow, None, "log"), (fast, 0.05, "log"), (linear, None, "linear")):
+        keep = out == slow  # one float phase serves all three: their seeds are alike
+        settings = {"keep_float_phase": keep, "s_lr": s_lr, "s_param": s_param}
+        run(tiny_config(shapes_root, out, members=1, export=False, **settings))
     switch = slow / "member-0" / "float-phase.pt"
     reports = {
         name: step_sizes.step_size_report(out, switch)
-        for name, out in (("slow", slow), ("fast", fast))
+        for name, out in (("slow", slow), ("fast", fast), ("linear", linear))
     }
     for report in reports.values():
         assert report["all"]["convs"] == sum(
@@ -39,6 +38,12 @@ def test_step_size_report_sees_a_faster_step_size_lr_move_the_grid(
     # Adam moves log(s) by about its lr per step: 6 steps at 5e-5 against 6 at 5e-2
     assert reports["slow"]["all"]["abs_log2_step_ratio"] < 1e-3
     assert reports["fast"]["all"]["abs_log2_step_ratio"] > 0.05
+    # the paper's parametrization (s learned as is, reloaded from its checkpoint): s moves by
+    # about lr per step, lr / s relative: these small step sizes move hundreds of times faster
+    assert (
+        reports["linear"]["all"]["abs_log2_step_ratio"]
+        > 20 * reports["slow"]["all"]["abs_log2_step_ratio"]
+    )
 
     out = tmp_path / "report.json"
     done = subprocess.run(

@@ -254,6 +254,9 @@ def test_every_arm_builds_a_valid_config_and_nodw_spares_the_depthwise_convs(tmp
         TrainConfig.from_dict(sweep.arm_config(arm, base)).validate()
     nodw = TrainConfig.from_dict(sweep.arm_config("qtdog-nodw", base))
     assert (nodw.algorithm, nodw.quantized_layers, nodw.bits) == ("qtdog", "no-depthwise", 7)
+    linear = TrainConfig.from_dict(sweep.arm_config("qtdog-linear", base))
+    assert (linear.algorithm, linear.s_param, linear.step_size_lr) == ("qtdog", "linear", 5e-5)
+    assert sweep.shares_float_phase("qtdog-linear")
     with pytest.raises(SystemExit, match="unknown arm 'qtdog-dw'"):
         sweep.arm_config("qtdog-dw", base)
 

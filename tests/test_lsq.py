@@ -70,6 +70,40 @@ def test_step_sizes_stay_positive_under_adversarial_updates() -> None:
     assert bool((quantizer.step_size() > 0).all())
 
 
+def test_linear_step_sizes_follow_the_papers_dynamics_and_stay_positive() -> None:
+    """``log``: Adam's first step moves log s by lr (s by lr * s); ``linear`` (the paper's s):
+    it moves s itself by lr, a relative change of lr / s, and |s| keeps the grid positive."""
+    torch.manual_seed(0)
+    weight = torch.randn(4, 3, 3, 3) * torch.tensor([0.01, 0.1, 1.0, 10.0]).view(-1, 1, 1, 1)
+    lr = 1e-4
+    moves = {}
+    for step_param in ("log", "linear"):
+        quantizer = LSQWeight(weight, bits=7, step_param=step_param)
+        before = quantizer.step_size().detach().clone()
+        optimizer = torch.optim.Adam([quantizer.parameter()], lr=lr)
+        quantizer(weight).pow(2).sum().backward()
+        optimizer.step()
+        moves[step_param] = (quantizer.step_size().detach() - before).abs(), before
+    log_move, s = moves["log"]
+    linear_move, s_linear = moves["linear"]
+    assert torch.allclose(s, s_linear, rtol=1e-6)  # the same init, stored two ways
+    assert torch.allclose(log_move, lr * s, rtol=1e-3)
+    assert torch.allclose(linear_move, torch.full_like(s, lr), rtol=1e-2)
+    # a channel 1000x wider (weights x 1000) moves 1000x less relative to its step size
+    assert float(s[3] / s[0]) > 100 and float(linear_move[0] / s[0]) > 100 * float(
+        linear_move[3] / s[3]
+    )
+
+    quantizer = LSQWeight(weight, bits=7, step_param="linear")
+    with torch.no_grad():
+        quantizer.linear_step.mul_(-1)  # where the paper's unguarded s can go
+    assert bool((quantizer.step_size() > 0).all())
+    flipped = LSQWeight(weight, bits=7, step_param="linear")
+    assert torch.equal(quantizer(weight), flipped(weight))  # |s|: the same grid
+    with pytest.raises(ValueError, match="unknown step-size parametrization 'exp'"):
+        LSQWeight(weight, bits=7, step_param="exp")
+
+
 def test_init_rules() -> None:
     torch.manual_seed(0)
     weight = torch.randn(32, 1, 3, 3)  # depthwise-like: 9 weights per channel

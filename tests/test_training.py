@@ -257,6 +257,8 @@ def test_erm_run_and_config_errors(shapes_root: Path, tmp_path: Path) -> None:
         run(tiny_config(shapes_root, tmp_path / "bad2", algorithm="sgd"))
     with pytest.raises(QTDoGError, match="--calibration must be one of plain, augmented"):
         run(tiny_config(shapes_root, tmp_path / "bad3", calibration="random"))
+    with pytest.raises(QTDoGError, match="--s-param must be one of log, linear, got 'exp'"):
+        run(tiny_config(shapes_root, tmp_path / "bad4", s_param="exp"))
 
 
 def test_qtdog_train_cli_end_to_end(shapes_root: Path, tmp_path: Path) -> None:

@@ -60,8 +60,15 @@ def train_command(
     batch_size: Annotated[int, typer.Option(help="Images per source domain per step.")] = 32,
     lr: Annotated[float, typer.Option(help="Adam learning rate.")] = 5e-5,
     s_lr: Annotated[
-        float | None, typer.Option(help="Learning rate of the LSQ (log) step sizes; default: --lr.")
+        float | None, typer.Option(help="Learning rate of the LSQ step sizes; default: --lr.")
     ] = None,
+    s_param: Annotated[
+        str,
+        typer.Option(
+            help="How LSQ learns each step size s: log (log s, default; Adam moves s by relative "
+            "steps of ~lr) or linear (s itself, as the paper; steps of ~lr, kept positive as |s|)."
+        ),
+    ] = "log",
     s_init: Annotated[
         str, typer.Option(help="Initial step size: lsq (paper), maxabs, or mse.")
     ] = "mse",
@@ -149,6 +156,7 @@ def train_command(
         lr=lr,
         s_lr=s_lr,
         s_init=s_init,
+        s_param=s_param,
         quantized_layers=quantized_layers,
         weight_decay=weight_decay,
         dropout=dropout,

@@ -37,6 +37,8 @@ class TrainConfig:
     lr: float = 5e-5
     s_lr: float | None = None
     s_init: str = "mse"
+    #: LSQ stores each step size as "log" (log s, the default) or "linear" (s, as the paper)
+    s_param: str = "log"
     quantized_layers: str = "all"
     weight_decay: float = 0.0
     dropout: float = 0.0
@@ -95,12 +97,16 @@ class TrainConfig:
             )
         if self.compile not in ("auto", "on", "off"):
             raise QTDoGError(f"--compile must be auto, on or off, got {self.compile!r}")
-        from qtdog_train.quant.lsq import QUANTIZED_LAYERS
+        from qtdog_train.quant.lsq import QUANTIZED_LAYERS, STEP_PARAMETRIZATIONS
 
         if self.quantized_layers not in QUANTIZED_LAYERS:
             raise QTDoGError(
                 f"--quantized-layers must be one of {', '.join(QUANTIZED_LAYERS)}, "
                 f"got {self.quantized_layers!r}"
+            )
+        if self.s_param not in STEP_PARAMETRIZATIONS:
+            raise QTDoGError(
+                f"--s-param must be one of {', '.join(STEP_PARAMETRIZATIONS)}, got {self.s_param!r}"
             )
         if self.official_compat and self.algorithm != "qtdog":
             raise QTDoGError("--official-compat only applies to --algorithm qtdog")

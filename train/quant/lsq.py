@@ -5,8 +5,12 @@ per output channel, a straight-through estimator through ``round``, and
 LSQ's gradient scale on ``s``. Two departures from the paper, both needed on
 depthwise-separable backbones (stack-notes, last section) and both flags:
 
-- ``s`` is stored as ``log s``: it can never go negative, and Adam's
-  roughly constant-size updates become relative changes of ``s``.
+- ``s`` is stored as ``log s`` (``step_param="log"``): it can never go
+  negative, and Adam's roughly constant-size updates become relative changes
+  of ``s`` (about lr per step: at lr 5e-5 the grid barely moves, results
+  section 17). ``step_param="linear"`` stores ``s`` itself as the paper does
+  (Adam moves it by about lr per step, a relative change of lr / s) and
+  quantizes with ``|s|`` so it stays positive.
 - The initial step size is a choice (``s_init``): the paper's
   ``2 mean|w| / sqrt(Q_P)``, max-abs, or the per-channel MSE-optimal value.
 
@@ -28,6 +32,8 @@ S_INIT_RULES = ("lsq", "maxabs", "mse")
 #: Which convs LSQ quantizes: every one (the paper), or all but the depthwise ones (whose
 #: channels hold 9-25 weights each, where a shared per-channel grid rounds hardest).
 QUANTIZED_LAYERS = ("all", "no-depthwise")
+#: How each step size is stored and learned: as ``log s`` (this project's default) or as ``s``.
+STEP_PARAMETRIZATIONS = ("log", "linear")
 
 
 def qrange(bits: int) -> tuple[int, int]:
@@ -77,16 +83,37 @@ class LSQWeight(nn.Module):
     """Parametrization turning a float conv weight into its fake-quantized value."""
 
     def __init__(
-        self, weight: torch.Tensor, bits: int, s_init: str = "mse", grad_scale: bool = True
+        self,
+        weight: torch.Tensor,
+        bits: int,
+        s_init: str = "mse",
+        grad_scale: bool = True,
+        step_param: str = "log",
     ) -> None:
         super().__init__()
+        if step_param not in STEP_PARAMETRIZATIONS:
+            raise ValueError(
+                f"unknown step-size parametrization {step_param!r}; "
+                f"choose from {', '.join(STEP_PARAMETRIZATIONS)}"
+            )
         self.bits = bits
         self.qn, self.qp = qrange(bits)
         self.grad_scale = 1.0 / math.sqrt(self.qp * weight.numel()) if grad_scale else 1.0
-        self.log_step = nn.Parameter(init_step_size(weight, bits, s_init).log().to(weight.device))
+        self.step_param = step_param
+        init = init_step_size(weight, bits, s_init).to(weight.device)
+        if step_param == "log":
+            self.log_step = nn.Parameter(init.log())
+        else:
+            self.linear_step = nn.Parameter(init)
+
+    def parameter(self) -> nn.Parameter:
+        """The learned tensor behind the step sizes (``log s`` or ``s``)."""
+        return self.log_step if self.step_param == "log" else self.linear_step
 
     def step_size(self) -> torch.Tensor:
-        return self.log_step.exp()
+        if self.step_param == "log":
+            return self.log_step.exp()
+        return self.linear_step.abs().clamp_min(torch.finfo(self.linear_step.dtype).tiny)
 
     def forward(self, weight: torch.Tensor) -> torch.Tensor:
         s = _scale_grad(self.step_size(), self.grad_scale).view(-1, *([1] * (weight.dim() - 1)))
@@ -116,6 +143,7 @@ def attach_lsq(
     s_init: str = "mse",
     grad_scale: bool = True,
     layers: str = "all",
+    step_param: str = "log",
 ) -> list[str]:
     """Quantize the weight of the convs of ``model`` that ``layers`` selects (see
     ``QUANTIZED_LAYERS``); returns the quantized conv names."""
@@ -130,7 +158,7 @@ def attach_lsq(
         if layers == "no-depthwise" and is_depthwise(conv):
             continue
         parametrize.register_parametrization(
-            conv, "weight", LSQWeight(conv.weight, bits, s_init, grad_scale)
+            conv, "weight", LSQWeight(conv.weight, bits, s_init, grad_scale, step_param)
         )
         names.append(name)
     return names
@@ -155,7 +183,14 @@ def is_fully_quantized(model: nn.Module) -> bool:
 
 
 def step_size_parameters(model: nn.Module) -> list[nn.Parameter]:
-    return [q.log_step for _, conv in conv_modules(model) if (q := lsq_quantizer(conv)) is not None]
+    return [
+        q.parameter() for _, conv in conv_modules(model) if (q := lsq_quantizer(conv)) is not None
+    ]
+
+
+def is_quantized_state(state: dict[str, torch.Tensor]) -> bool:
+    """Whether a model state dict carries LSQ step sizes (either parametrization)."""
+    return any(key.endswith(("log_step", "linear_step")) for key in state)
 
 
 def quantized_conv_weights(model: nn.Module) -> list[nn.Parameter]:
