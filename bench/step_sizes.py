@@ -63,13 +63,15 @@ def switch_model(cfg: TrainConfig, float_phase: Path) -> nn.Module:
 @torch.no_grad()
 def step_size_report(run: Path, float_phase: Path) -> dict[str, dict[str, float]]:
     """Per conv kind: mean log2(s / s_init) over channels and its mean absolute value, the
-    share of weights at zero and at the clip levels, and the relative move of the float
-    weights since the switch."""
+    median s_init (Adam moves a step size learned as s, the paper's way, by about lr per
+    step: a relative rate of lr / s_init, against lr for log s), the share of weights at zero
+    and at the clip levels, and the relative move of the float weights since the switch."""
     cfg, selected = load_selected_model(run)
     at_switch = switch_model(cfg, float_phase)
     start = dict(conv_modules(at_switch))
     convs = list(conv_modules(selected))
     sums: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
+    init_steps: dict[str, list[torch.Tensor]] = defaultdict(list)
     for index, (name, conv) in enumerate(convs):
         quantizer, origin = lsq_quantizer(conv), lsq_quantizer(start[name])
         if quantizer is None or origin is None:
@@ -79,6 +81,7 @@ def step_size_report(run: Path, float_phase: Path) -> dict[str, dict[str, float]
         levels = quantizer.integers(weight).float()
         log_ratio = (quantizer.step_size().log() - origin.step_size().log()) / math.log(2)
         for kind in (conv_kind(index, len(convs), conv), "all"):
+            init_steps[kind].append(origin.step_size())
             row = sums[kind]
             row["convs"] += 1
             row["channels"] += log_ratio.numel()
@@ -94,6 +97,7 @@ def step_size_report(run: Path, float_phase: Path) -> dict[str, dict[str, float]
             "convs": int(row["convs"]),
             "log2_step_ratio": row["log2_ratio_sum"] / row["channels"],
             "abs_log2_step_ratio": row["abs_log2_ratio_sum"] / row["channels"],
+            "init_step_median": float(torch.cat(init_steps[kind]).median()),
             "zero_share": row["zero"] / row["weights"],
             "clip_share": row["clipped"] / row["weights"],
             "weight_move": (row["moved_sq"] / row["norm_sq"]) ** 0.5,
@@ -105,14 +109,15 @@ def step_size_report(run: Path, float_phase: Path) -> dict[str, dict[str, float]
 
 def markdown(reports: dict[str, dict[str, dict[str, Any]]]) -> str:
     lines = [
-        "| run | kind | convs | step / init: geo. mean | step / init: typical change "
-        "| weights at 0 | weights clipped | float move since switch |",
-        "|---|---|---|---|---|---|---|---|",
+        "| run | kind | convs | init step (median) | step / init: geo. mean "
+        "| step / init: typical change | weights at 0 | weights clipped | float move since switch |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for run, report in reports.items():
         for kind, r in report.items():
             lines.append(
-                f"| {run} | {kind} | {r['convs']} | {2 ** r['log2_step_ratio']:.3f}x "
+                f"| {run} | {kind} | {r['convs']} | {r['init_step_median']:.2e} "
+                f"| {2 ** r['log2_step_ratio']:.3f}x "
                 f"| {2 ** r['abs_log2_step_ratio']:.3f}x "
                 f"| {100 * r['zero_share']:.1f}% | {100 * r['clip_share']:.2f}% "
                 f"| {100 * r['weight_move']:.1f}% |"

@@ -35,6 +35,10 @@ def test_step_size_report_sees_a_faster_step_size_lr_move_the_grid(
         assert report["stem"]["convs"] == report["head"]["convs"] == 1
         assert 0 < report["all"]["zero_share"] < 1 and 0 <= report["all"]["clip_share"] < 1
         assert report["all"]["weight_move"] > 0  # the weights trained on after the switch
+        assert 0 < report["depthwise"]["init_step_median"] < 1
+    # one float phase, one init: the same median step size whatever trained after it
+    medians = [r["all"]["init_step_median"] for r in reports.values()]
+    assert medians == pytest.approx([medians[0]] * 3, rel=1e-6)  # log s stores it as exp(log s)
     # Adam moves log(s) by about its lr per step: 6 steps at 5e-5 against 6 at 5e-2
     assert reports["slow"]["all"]["abs_log2_step_ratio"] < 1e-3
     assert reports["fast"]["all"]["abs_log2_step_ratio"] > 0.05
