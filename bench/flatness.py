@@ -99,6 +99,7 @@ def main() -> None:
         variant = " (official)" if cfg.official_compat else ""
         if cfg.algorithm == "qtdog":
             variant += f" {cfg.bits}-bit" + (f", s-lr {cfg.s_lr:g}" if cfg.s_lr else "")
+            variant += ", s learned as s" if cfg.s_param == "linear" else ""
         name = f"{cfg.algorithm}{variant} [{run}]"  # the full path: sweep runs share a folder name
         results[name] = {"gammas": args.gammas, "loss_increase": curve}
         print(
