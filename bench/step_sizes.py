@@ -79,9 +79,10 @@ def step_size_report(run: Path, float_phase: Path) -> dict[str, dict[str, float]
         weight = conv.parametrizations["weight"].original
         weight0 = start[name].parametrizations["weight"].original
         levels = quantizer.integers(weight).float()
-        log_ratio = (quantizer.step_size().log() - origin.step_size().log()) / math.log(2)
+        init_step = origin.step_size()
+        log_ratio = (quantizer.step_size().log() - init_step.log()) / math.log(2)
         for kind in (conv_kind(index, len(convs), conv), "all"):
-            init_steps[kind].append(origin.step_size())
+            init_steps[kind].append(init_step)
             row = sums[kind]
             row["convs"] += 1
             row["channels"] += log_ratio.numel()
