@@ -168,6 +168,10 @@ def test_aggregate_pairs_arms_on_the_same_domain_and_trial(tmp_path: Path):
         "| eoq5-fq - erm | 22.5 ± 2.5 (pairs=2) | 2 / 2 | 4.0 ± 2.0 (pairs=2) | s0, s1 |" in table
     )
     assert "| eoq5-fq - erm5 | 5.0 (pairs=1) | 1 / 1 | -4.0 (pairs=1) | s0 |" in table
+    assert (
+        "| eoq5-fq - erm | 22.50 ± 2.50 (trials=2) | 2 / 2 | 4.00 ± 2.00 (trials=2) | 0, 1 |"
+        in (table)
+    )
     assert (out / "bars_sketch.png").stat().st_size > 0
     bad = subprocess.run(
         [*command, "--pair", "eoq5-fq"],
@@ -175,6 +179,27 @@ def test_aggregate_pairs_arms_on_the_same_domain_and_trial(tmp_path: Path):
         text=True,
     )
     assert bad.returncode == 2 and "expected ARM:BASELINE" in bad.stderr
+
+
+def test_aggregate_pairs_the_domain_average_by_complete_trials():
+    """bench/aggregate.py: the paired PACS-average difference counts only trials in which
+    both arms finished every held-out domain, one difference of averages per trial."""
+    aggregate = load_bench_module("aggregate.py")
+    rows = [
+        {"arm": arm, "test_domain": d, "trial_seed": t, "test_acc": acc, "val_acc": 0.8}
+        for arm, d, t, acc in [
+            ("erm", "art", 0, 0.50),
+            ("erm", "sketch", 0, 0.60),
+            ("erm", "art", 1, 0.40),
+            ("erm", "sketch", 1, 0.70),
+            ("qtdog", "art", 0, 0.56),  # trial 0: average +0.03
+            ("qtdog", "sketch", 0, 0.60),
+            ("qtdog", "sketch", 1, 0.90),  # trial 1 lacks art: left out
+        ]
+    ]
+    row = aggregate.paired_average_row(rows, "qtdog", "erm", ["art", "sketch"])
+    assert row == "| qtdog - erm | 3.00 (trials=1) | 1 / 1 | 0.00 (trials=1) | 0 |"
+    assert aggregate.paired_average_row(rows, "qtdog", "erm5", ["art", "sketch"]) is None
 
 
 def test_eval_traces_select_the_trainers_checkpoint_and_plot(shapes_root: Path, tmp_path: Path):
