@@ -1,6 +1,10 @@
 """Aggregate sweep results: mean +- standard error per arm and held-out domain, a markdown table,
 and a bar chart (PNG) per domain.
 
+Two paired tables follow the first: every arm minus ERM (and each ``--pair``) on the same
+held-out domain and trial seed, and the same comparisons on the average over held-out domains
+paired by trial seed (only trials both arms finished on every domain count).
+
     python bench/aggregate.py bench/results/sweep_cpu112.jsonl --out docs/plots/cpu112
     python bench/aggregate.py bench/results/sweep_gpu112.jsonl --out docs/plots/gpu112 \\
         --pair eoq5-fq:erm5 --pair qtdog-b4:qtdog
@@ -79,6 +83,16 @@ def paired_table(rows: list[dict], comparisons: list[tuple[str, str]]) -> list[s
     return header + lines if lines else []
 
 
+def complete_trials(rows: list[dict], arm: str, domains: list[str]) -> dict[int, dict[str, dict]]:
+    """``arm``'s rows by trial seed and held-out domain, keeping only the trials that have a row
+    for every one of ``domains`` (the ones an average over domains may use)."""
+    cells: dict[int, dict[str, dict]] = defaultdict(dict)
+    for r in rows:
+        if r["arm"] == arm:
+            cells[r["trial_seed"]][r["test_domain"]] = r
+    return {t: c for t, c in cells.items() if all(d in c for d in domains)}
+
+
 def paired_average_row(rows: list[dict], arm: str, baseline: str, domains: list[str]) -> str | None:
     """One markdown row: ``arm`` minus ``baseline`` on the average over every held-out
     domain, paired by trial seed (two decimals), or None when no trial is complete for both.
@@ -87,15 +101,7 @@ def paired_average_row(rows: list[dict], arm: str, baseline: str, domains: list[
     trials rather than over (domain, trial) pairs: only trials in which both arms finished
     every domain count.
     """
-
-    def by_trial(name: str) -> dict[int, dict[str, dict]]:
-        cells: dict[int, dict[str, dict]] = defaultdict(dict)
-        for r in rows:
-            if r["arm"] == name:
-                cells[r["trial_seed"]][r["test_domain"]] = r
-        return {t: c for t, c in cells.items() if all(d in c for d in domains)}
-
-    ours, theirs = by_trial(arm), by_trial(baseline)
+    ours, theirs = complete_trials(rows, arm, domains), complete_trials(rows, baseline, domains)
     trials = sorted(set(ours) & set(theirs))
     if not trials:
         return None
@@ -171,11 +177,10 @@ def main() -> None:
     lines = ["| arm | " + " | ".join(domains) + " | avg |", "|---" * (len(domains) + 2) + "|"]
     summary = {}
     for arm in arms:
-        per_trial: dict[int, list[float]] = defaultdict(list)
-        for row in rows:
-            if row["arm"] == arm:
-                per_trial[row["trial_seed"]].append(row["test_acc"])
-        complete = [statistics.fmean(v) for v in per_trial.values() if len(v) == len(domains)]
+        complete = [
+            statistics.fmean(cells[d]["test_acc"] for d in domains)
+            for cells in complete_trials(rows, arm, domains).values()
+        ]
         lines.append(
             f"| {arm} | " + " | ".join(fmt(acc[arm][d]) for d in domains) + f" | {fmt(complete)} |"
         )

@@ -197,6 +197,8 @@ def test_aggregate_pairs_the_domain_average_by_complete_trials():
             ("qtdog", "sketch", 1, 0.90),  # trial 1 lacks art: left out
         ]
     ]
+    assert sorted(aggregate.complete_trials(rows, "erm", ["art", "sketch"])) == [0, 1]
+    assert list(aggregate.complete_trials(rows, "qtdog", ["art", "sketch"])) == [0]
     row = aggregate.paired_average_row(rows, "qtdog", "erm", ["art", "sketch"])
     assert row == "| qtdog - erm | 3.00 (trials=1) | 1 / 1 | 0.00 (trials=1) | 0 |"
     assert aggregate.paired_average_row(rows, "qtdog", "erm5", ["art", "sketch"]) is None
