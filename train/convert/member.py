@@ -54,6 +54,8 @@ def convert_member(
     """
     model = model.cpu().eval()
     plain, convs = dequantized_copy(model, bits)
+    # Training's channels-last layout is not the deploy graph's (see export_onnx).
+    plain.to(memory_format=torch.contiguous_format)
     state = integer_state_dict(plain, convs)
     # A float model (ERM), or the float convs of a partly quantized one, get post-training
     # integers: outputs move, so only a fully LSQ-quantized model must keep them exactly.

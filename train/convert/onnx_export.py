@@ -17,7 +17,28 @@ ONNX_OPSET = 18
 
 
 def export_onnx(graph: torch.nn.Module, example: torch.Tensor, path: Path) -> Path:
-    """Export a converted (Q/DQ) graph with the dynamo exporter; batch stays dynamic."""
+    """Export a converted (Q/DQ) graph with the dynamo exporter; the batch stays dynamic.
+
+    The graph is traced at the example's fixed batch and the batch is freed in the ONNX file
+    afterwards (``free_batch_dimension``): tracing with a symbolic batch costs about twice as
+    long (symbolic shape reasoning over every Q/DQ node, ~20 s per Lite0 member on 2 cores)
+    and gives the same graph. Where the batch cannot be freed safely, the export is redone
+    with a symbolic batch.
+    """
+    # Channels-last activations make a fixed-batch trace spell the classifier's flatten as a
+    # strided gather with the batch in its indices (convert_member hands over contiguous weights).
+    example = example.contiguous()
+    _dynamo_export(graph, example, path, dynamic_batch=False)
+    if not free_batch_dimension(path, len(example)) or not _batch_independent(path, example):
+        _dynamo_export(graph, example, path, dynamic_batch=True)
+    strip_metadata(path)
+    fold_pads_into_convs(path)
+    return path
+
+
+def _dynamo_export(
+    graph: torch.nn.Module, example: torch.Tensor, path: Path, dynamic_batch: bool
+) -> None:
     with warnings.catch_warnings():
         # Exported graphs keep training=True even after move_exported_model_to_eval (which is
         # what actually switches their ops); the exporter's "training mode" warning is noise.
@@ -28,14 +49,68 @@ def export_onnx(graph: torch.nn.Module, example: torch.Tensor, path: Path) -> Pa
             dynamo=True,
             input_names=[ONNX_INPUT_NAME],
             output_names=[ONNX_OUTPUT_NAME],
-            dynamic_shapes=({0: "batch"},),
+            dynamic_shapes=({0: "batch"},) if dynamic_batch else None,
             opset_version=ONNX_OPSET,
             verbose=False,
         )
     program.save(str(path))
-    strip_metadata(path)
-    fold_pads_into_convs(path)
-    return path
+
+
+#: Ops that take a shape as an input or attribute: a fixed-batch trace may have written its
+#: batch into them. Only a Reshape with a constant, batch-leading target is rewritten.
+_SHAPE_OPS = {"Reshape", "Expand", "Tile", "ConstantOfShape", "Resize", "Slice", "Split"}
+
+
+def free_batch_dimension(path: Path, batch: int) -> bool:
+    """Turn a graph traced at a fixed ``batch`` into one with a symbolic ``batch`` dimension.
+
+    Inputs and outputs get dimension 0 named ``batch``, intermediate shape annotations are
+    dropped (onnxruntime infers them), and each Reshape whose constant target starts with
+    ``batch`` (a CNN's flatten before its classifier) gets -1 there. Returns False, leaving
+    the file as it was, if any other op could carry the traced batch.
+    """
+    model = onnx.load(str(path))
+    graph = model.graph
+    inits = {t.name: t for t in graph.initializer}
+    targets: dict[str, onnx.TensorProto] = {}
+    for node in graph.node:
+        if node.op_type not in _SHAPE_OPS:
+            continue
+        if node.op_type != "Reshape" or node.input[1] not in inits:
+            return False
+        shape = onnx.numpy_helper.to_array(inits[node.input[1]])
+        if shape.ndim != 1 or len(shape) == 0 or shape[0] != batch or -1 in shape[1:]:
+            return False
+        targets[node.input[1]] = inits[node.input[1]]
+    for tensor in targets.values():
+        shape = onnx.numpy_helper.to_array(tensor).copy()
+        shape[0] = -1
+        tensor.CopyFrom(onnx.numpy_helper.from_array(shape, tensor.name))
+    for value in (*graph.input, *graph.output):
+        dim = value.type.tensor_type.shape.dim[0]
+        dim.Clear()
+        dim.dim_param = "batch"
+    del graph.value_info[:]
+    onnx.save(model, str(path))
+    return True
+
+
+def _batch_independent(path: Path, example: torch.Tensor) -> bool:
+    """Whether the file gives each image the same output at the traced batch and one larger."""
+    import numpy as np
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 4  # a refused batch is an answer here, not an error to print
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    images = example.detach().cpu().numpy()
+    try:
+        alone = session.run(None, {ONNX_INPUT_NAME: images})[0]
+        grown = session.run(None, {ONNX_INPUT_NAME: np.concatenate([images, images[:1]])})[0]
+    except Exception:  # onnxruntime refuses the larger batch: the trace kept it somewhere
+        return False
+    expected = np.concatenate([alone, alone[:1]])
+    return grown.shape == expected.shape and np.allclose(grown, expected, rtol=1e-4, atol=1e-4)
 
 
 def strip_metadata(path: Path) -> Path:
