@@ -21,8 +21,8 @@ def export_onnx(graph: torch.nn.Module, example: torch.Tensor, path: Path) -> Pa
 
     The graph is traced at the example's fixed batch and the batch is freed in the ONNX file
     afterwards (``free_batch_dimension``): tracing with a symbolic batch costs about twice as
-    long (symbolic shape reasoning over every Q/DQ node: 20.9 s against 10.8 s for a Lite0
-    int8 member, side by side on a busy 2-core Zen 3) and gives the same graph. Where the
+    long (symbolic shape reasoning over every Q/DQ node: 15.9-17.1 s against 8.2-9.7 s for a
+    Lite0 int8 member, side by side on a 2-core Zen 3) and gives the same graph. Where the
     batch cannot be freed, or onnxruntime answers differently one image later, the export is
     redone with a symbolic batch.
     """
