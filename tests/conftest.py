@@ -58,6 +58,16 @@ def load_bench_module(filename: str):
     return module
 
 
+def onnx_logits(path: Path, images):
+    """Run an ONNX file on a CPU tensor batch with onnxruntime's CPU provider; its first output."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    return session.run(None, {session.get_inputs()[0].name: images.numpy()})[0]
+
+
 def tiny_config(data: Path, out: Path, **overrides):
     from qtdog_train.config import TrainConfig
 

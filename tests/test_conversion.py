@@ -11,6 +11,7 @@ import pytest
 torch = pytest.importorskip("torch")
 ort = pytest.importorskip("onnxruntime")
 
+from conftest import onnx_logits  # noqa: E402
 from torch import nn  # noqa: E402
 
 from qtdog_train.convert.member import convert_member  # noqa: E402
@@ -55,13 +56,6 @@ def _net(kind: type[_Net] = _Net) -> nn.Module:
     return net.eval()
 
 
-def _onnx_logits(path: Path, x: torch.Tensor) -> np.ndarray:
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    return session.run(None, {session.get_inputs()[0].name: x.numpy()})[0]
-
-
 def _calibration() -> list[torch.Tensor]:
     generator = torch.Generator().manual_seed(1)
     return [torch.randn(16, 3, 24, 24, generator=generator) for _ in range(2)]
@@ -100,7 +94,7 @@ def test_torch_int8_and_onnx_compute_the_same_integers(converted) -> None:
     with torch.no_grad():
         torch_int8 = converted.int8_model(x).numpy()
         weight_only = converted.weight_quantized(x).numpy()
-    onnx_int8 = _onnx_logits(converted.onnx_path, x)
+    onnx_int8 = onnx_logits(converted.onnx_path, x)
     assert converted.torch_int8_convs == (3, 3)
     assert converted.onnx_int8_convs == (3, 3)
     np.testing.assert_allclose(torch_int8, onnx_int8, atol=1e-4)
@@ -133,7 +127,7 @@ def test_residual_add_and_its_relu_quantize_as_one_op(tmp_path: Path) -> None:
     x = torch.randn(64, 3, 24, 24, generator=torch.Generator().manual_seed(2))
     with torch.no_grad():
         torch_int8 = result.int8_model(x).numpy()
-    onnx_int8 = _onnx_logits(result.onnx_path, x)
+    onnx_int8 = onnx_logits(result.onnx_path, x)
     np.testing.assert_allclose(torch_int8, onnx_int8, atol=1e-4)
     assert (torch_int8.argmax(1) == onnx_int8.argmax(1)).all()
 

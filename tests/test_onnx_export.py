@@ -13,6 +13,7 @@ torch = pytest.importorskip("torch")
 ort = pytest.importorskip("onnxruntime")
 onnx = pytest.importorskip("onnx")
 
+from conftest import onnx_logits  # noqa: E402
 from torch import nn  # noqa: E402
 
 from qtdog_train.convert.onnx_export import (  # noqa: E402
@@ -50,11 +51,6 @@ class _BatchIndexBias(_Classifier):
         return logits + torch.arange(x.shape[0], dtype=x.dtype)[:, None]
 
 
-def _logits(path: Path, x: torch.Tensor) -> np.ndarray:
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    return session.run(None, {session.get_inputs()[0].name: x.numpy()})[0]
-
-
 def _batch_dims(path: Path) -> list[str]:
     graph = onnx.load(str(path)).graph
     return [v.type.tensor_type.shape.dim[0].dim_param for v in (*graph.input, *graph.output)]
@@ -70,7 +66,7 @@ def test_exported_file_takes_any_batch_and_matches_torch(kind, tmp_path: Path) -
         x = torch.randn(batch, 3, 8, 8)
         with torch.no_grad():
             expected = net(x).numpy()
-        np.testing.assert_allclose(_logits(path, x), expected, rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(onnx_logits(path, x), expected, rtol=1e-5, atol=1e-5)
 
 
 def test_only_a_batch_leading_reshape_is_freed(tmp_path: Path) -> None:
@@ -79,7 +75,7 @@ def test_only_a_batch_leading_reshape_is_freed(tmp_path: Path) -> None:
     _dynamo_export(_Classifier().eval(), example, plain, dynamic_batch=False)
     assert free_batch_dimension(plain, batch=2)
     assert _batch_dims(plain) == ["batch", "batch"]
-    assert _logits(plain, torch.randn(7, 3, 8, 8)).shape == (7, 3)
+    assert onnx_logits(plain, torch.randn(7, 3, 8, 8)).shape == (7, 3)
 
     _dynamo_export(_GroupedReshape().eval(), example, grouped, dynamic_batch=False)
     before = grouped.read_bytes()
