@@ -58,13 +58,19 @@ def load_bench_module(filename: str):
     return module
 
 
-def onnx_logits(path: Path, images):
-    """Run an ONNX file on a CPU tensor batch with onnxruntime's CPU provider; its first output."""
+def cpu_session(model: Path | bytes):
+    """An onnxruntime session on the CPU provider for an ONNX file or serialized model, warnings off."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.log_severity_level = 3
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    source = str(model) if isinstance(model, Path) else model
+    return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
+
+
+def onnx_logits(path: Path, images):
+    """Run an ONNX file on a CPU tensor batch with onnxruntime's CPU provider; its first output."""
+    session = cpu_session(path)
     return session.run(None, {session.get_inputs()[0].name: images.numpy()})[0]
 
 

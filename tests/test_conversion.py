@@ -11,7 +11,7 @@ import pytest
 torch = pytest.importorskip("torch")
 ort = pytest.importorskip("onnxruntime")
 
-from conftest import onnx_logits  # noqa: E402
+from conftest import cpu_session, onnx_logits  # noqa: E402
 from torch import nn  # noqa: E402
 
 from qtdog_train.convert.member import convert_member  # noqa: E402
@@ -187,10 +187,7 @@ def _qlinear_add_session(a: tuple[float, int], b: tuple[float, int], c: tuple[fl
     output = helper.make_tensor_value_info("c", TensorProto.UINT8, [None])
     graph = helper.make_graph([node], "qlinear_add", inputs, [output], constants)
     opsets = [helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)]
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    model = helper.make_model(graph, opset_imports=opsets).SerializeToString()
-    return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+    return cpu_session(helper.make_model(graph, opset_imports=opsets).SerializeToString())
 
 
 def test_integer_add_equals_onnxruntime_on_every_input_pair() -> None:
