@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
-from conftest import BENCH, load_bench_module
+from conftest import BENCH, cpu_session, load_bench_module
 
 
 def test_both_products_compute_what_numpy_computes():
@@ -21,7 +21,7 @@ def test_both_products_compute_what_numpy_computes():
         w = weight.integers(-64, 64, (16, 5)) if int8 else weight.standard_normal((16, 5))
         a = rng.integers(0, 256, (8, 16)) if int8 else rng.standard_normal((8, 16))
         a = a.astype(np.uint8 if int8 else np.float32)
-        session = ort.InferenceSession(model, providers=["CPUExecutionProvider"])
+        session = cpu_session(model)
         y = session.run(None, {"a": a})[0]
         expected = a.astype(np.int64) @ w if int8 else a @ w.astype(np.float32)
         np.testing.assert_allclose(y, expected, rtol=1e-5, atol=1e-4)
